@@ -1,0 +1,53 @@
+"""Model-level entry points to the methods' training hooks, for any training loop.
+
+Each call visits the active adapters of a model and dispatches to their method's hook:
+    init_from_data(model, batches)   once before training (gradient- or activation-based inits)
+    param_groups(model, lr)          optimizer parameter groups (per-parameter learning rates)
+    regularizer(model)               a scalar to add to the loss, or None
+    after_step(model, step)          after each optimizer step (proximal updates, mask refresh, pruning)
+    finalize(model)                  once after training
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .api import active_adapters, layers_of
+from .base import Adapter
+
+
+def _active(model: nn.Module) -> dict[str, dict[str, Adapter]]:
+    return {name: layers_of(model, name) for name in active_adapters(model)}
+
+
+def init_from_data(model: nn.Module, batches: Iterable[dict]) -> None:
+    batches = list(batches)  # several methods may each need a pass
+    for layers in _active(model).values():
+        type(next(iter(layers.values()))).init_from_data(model, layers, batches)
+
+
+def param_groups(model: nn.Module, lr: float) -> list[dict]:
+    groups = []
+    for layers in _active(model).values():
+        groups += type(next(iter(layers.values()))).param_groups(layers, lr)
+    return [g for g in groups if g["params"]]
+
+
+def regularizer(model: nn.Module) -> torch.Tensor | None:
+    terms = [t for layers in _active(model).values() for a in layers.values() if (t := a.regularizer()) is not None]
+    return torch.stack(terms).sum() if terms else None
+
+
+def after_step(model: nn.Module, step: int) -> None:
+    for layers in _active(model).values():
+        for adapter in layers.values():
+            adapter.after_step(step)
+
+
+def finalize(model: nn.Module) -> None:
+    for layers in _active(model).values():
+        for adapter in layers.values():
+            adapter.finalize()

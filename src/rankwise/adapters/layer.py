@@ -1,0 +1,86 @@
+"""AdaptedLinear: the one wrapper every adapter method lives in.
+
+It owns the frozen base nn.Linear and a dict of named adapters. Forward is
+    y = base(x), then y = adapter(x, y, base) for each active, unmerged adapter.
+Merging writes merged_weight(W) into the base and keeps the exact pre-merge weight, so unmerge
+restores it bit for bit rather than subtracting ΔW back in floating point.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import Adapter
+
+
+class AdaptedLinear(nn.Module):
+    def __init__(self, base: nn.Linear):
+        super().__init__()
+        self.base = base
+        self.adapters = nn.ModuleDict()
+        self.active: list[str] = []
+        self.merged: list[str] = []
+        self.disabled = False
+        self._unmerged_weight: torch.Tensor | None = None
+
+    # nn.Linear's public attributes, so code that inspects layers keeps working
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        if self.disabled:
+            return out
+        for name in self.active:
+            if name not in self.merged:
+                out = self.adapters[name](x, out, self.base)
+        return out
+
+    def add(self, name: str, adapter: Adapter) -> None:
+        offset = adapter.base_offset()
+        if offset is not None:
+            self.base.weight.data -= offset.to(self.base.weight.dtype)
+        self.adapters[name] = adapter
+
+    def remove(self, name: str) -> Adapter:
+        self.unmerge()
+        adapter = self.adapters.pop(name)
+        offset = adapter.base_offset()
+        if offset is not None:
+            self.base.weight.data += offset.to(self.base.weight.dtype)
+        self.active = [n for n in self.active if n != name]
+        return adapter
+
+    @torch.no_grad()
+    def merge(self, names: list[str]) -> None:
+        for name in names:
+            if name in self.merged:
+                continue
+            if self._unmerged_weight is None:
+                self._unmerged_weight = self.base.weight.detach().clone()
+            self.base.weight.data = self.adapters[name].merged_weight(self.base.weight.data)
+            self.merged.append(name)
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self._unmerged_weight is not None:
+            self.base.weight.data = self._unmerged_weight
+        self._unmerged_weight = None
+        self.merged = []
+
+    def extra_repr(self) -> str:
+        return f"active={self.active}, merged={self.merged}, disabled={self.disabled}"

@@ -1,0 +1,56 @@
+"""LoRA: Low-Rank Adaptation of Large Language Models (Hu et al., 2021, arXiv 2106.09685).
+
+Update rule, for a frozen W (out, in):
+    y = W x + b + s · B A dropout(x),   s = alpha / rank
+    A (rank, in): Kaiming-uniform (a = √5, as nn.Linear and loralib);  B (out, rank): zeros
+so the adapted model equals the base at init. Trains A and B. Merges as W ← W + s B A.
+Follows loralib (microsoft/LoRA): same init, scaling and dropout placement.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Adapter, AdapterConfig, register
+
+
+@dataclass
+class LoraConfig(AdapterConfig):
+    pass
+
+
+def lora_delta(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float) -> torch.Tensor:
+    """s · B A x on activations: two thin matmuls, never the dense (out, in) product."""
+    return F.linear(F.linear(x, A), B) * scale
+
+
+@register("lora")
+class Lora(Adapter):
+    config_class = LoraConfig
+    paper = "LoRA: Low-Rank Adaptation of Large Language Models"
+    url = "https://arxiv.org/abs/2106.09685"
+    trains = "A (rank×in), B (out×rank)"
+
+    def __init__(self, base: nn.Linear, config: LoraConfig):
+        super().__init__(base, config)
+        self.lora_A = nn.Parameter(torch.empty(config.rank, self.in_features, **self.factory))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, config.rank, **self.factory))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.scale = self.scaling(config)
+
+    @staticmethod
+    def scaling(config: AdapterConfig) -> float:
+        return config.alpha / config.rank
+
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+        x = x.to(self.lora_A.dtype)
+        return base_out + lora_delta(self.dropout(x), self.lora_A, self.lora_B, self.scale).to(base_out.dtype)
+
+    def delta_weight(self) -> torch.Tensor:
+        return (self.lora_B @ self.lora_A) * self.scale

@@ -1,0 +1,29 @@
+"""rankwise's exceptions: one base class, a few subclasses, each message saying what to do."""
+
+
+class RankwiseError(Exception):
+    """Base class of every error rankwise raises on purpose."""
+
+
+class ConfigError(RankwiseError, ValueError):
+    """A method or training config has a wrong key, type or value."""
+
+
+class TargetError(RankwiseError, ValueError):
+    """Target patterns matched no module, or matched a module that cannot be adapted."""
+
+
+class AdapterFileError(RankwiseError, OSError):
+    """An adapter or checkpoint file is missing, truncated, corrupted or of an unknown format."""
+
+
+class BaseModelMismatch(RankwiseError, ValueError):
+    """An adapter was saved for a different base model than the one it is loaded onto."""
+
+
+class DataError(RankwiseError, ValueError):
+    """A data file has a bad row; the message names the file and line."""
+
+
+class NotMergeable(RankwiseError, TypeError):
+    """The method's update cannot be folded into the base weight."""

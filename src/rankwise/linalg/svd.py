@@ -1,0 +1,49 @@
+"""Truncated and randomized SVD, always computed in float32 (half-precision SVDs are unreliable)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class LowRankFactors:
+    """W ≈ U diag(S) Vh with U (out, r), S (r,), Vh (r, in)."""
+
+    U: torch.Tensor
+    S: torch.Tensor
+    Vh: torch.Tensor
+
+    @property
+    def rank(self) -> int:
+        return self.S.numel()
+
+    def to_dense(self) -> torch.Tensor:
+        return (self.U * self.S) @ self.Vh
+
+
+def truncated_svd(matrix: torch.Tensor, rank: int) -> LowRankFactors:
+    """Exact SVD of a (out, in) matrix, cut to its top `rank` triplets."""
+    U, S, Vh = torch.linalg.svd(matrix.detach().float(), full_matrices=False)
+    return LowRankFactors(U[:, :rank], S[:rank], Vh[:rank])
+
+
+def randomized_svd(
+    matrix: torch.Tensor, rank: int, oversample: int = 8, power_iters: int = 2, seed: int = 0
+) -> LowRankFactors:
+    """Halko-Martinsson-Tropp randomized SVD: a range finder plus a small exact SVD.
+
+    Power iterations (re-orthonormalized each time) sharpen a slowly decaying spectrum; a fixed
+    seed makes the result reproducible.
+    """
+    A = matrix.detach().float()
+    k = min(rank + oversample, min(A.shape))
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    omega = torch.randn(A.shape[1], k, generator=gen).to(A.device)
+    Q, _ = torch.linalg.qr(A @ omega)
+    for _ in range(power_iters):
+        Q, _ = torch.linalg.qr(A.T @ Q)
+        Q, _ = torch.linalg.qr(A @ Q)
+    U_small, S, Vh = torch.linalg.svd(Q.T @ A, full_matrices=False)
+    return LowRankFactors((Q @ U_small)[:, :rank], S[:rank], Vh[:rank])

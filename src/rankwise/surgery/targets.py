@@ -1,0 +1,76 @@
+"""Target selection: which modules of a model a method adapts.
+
+`targets` may be
+- "all-linear": every nn.Linear except the output head (its vocab-sized projection is rarely worth adapting);
+- a single string other than that: a regular expression that must match a module's full name;
+- a list of strings: each is a glob on the full name, or a leaf name such as "q_proj" matched as a suffix;
+- a type or tuple of types: every module of those types.
+Errors name the patterns that matched nothing and the closest module names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from typing import Sequence
+
+from torch import nn
+
+from ..errors import TargetError
+
+Targets = str | Sequence[str] | type | tuple[type, ...]
+
+
+def linear_names(model: nn.Module) -> list[str]:
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+
+
+def _output_head_names(model: nn.Module) -> set[str]:
+    heads = {"lm_head"}
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    if head is not None:
+        heads |= {name for name, module in model.named_modules() if module is head}
+    return heads
+
+
+def _matches(name: str, pattern: str) -> bool:
+    return name == pattern or name.endswith("." + pattern) or fnmatch.fnmatchcase(name, pattern)
+
+
+def find_targets(
+    model: nn.Module, targets: Targets = "all-linear", exclude: Sequence[str] = ()
+) -> list[str]:
+    """Names of the modules selected by `targets`, minus those matching any `exclude` pattern."""
+    named = [(name, module) for name, module in model.named_modules() if name]
+    if isinstance(targets, type) or (isinstance(targets, tuple) and all(isinstance(t, type) for t in targets)):
+        chosen = [name for name, module in named if isinstance(module, targets)]
+        unmatched: list[str] = [] if chosen else [str(targets)]
+    elif targets == "all-linear":
+        heads = _output_head_names(model)
+        chosen = [
+            name for name, module in named
+            if isinstance(module, nn.Linear) and name not in heads and name.rpartition(".")[2] not in heads
+        ]
+        unmatched = [] if chosen else ["all-linear"]
+    elif isinstance(targets, str):
+        regex = re.compile(targets)
+        chosen = [name for name, _ in named if regex.fullmatch(name)]
+        unmatched = [] if chosen else [targets]
+    else:
+        patterns = list(targets)
+        chosen = [name for name, _ in named if any(_matches(name, p) for p in patterns)]
+        unmatched = [p for p in patterns if not any(_matches(name, p) for name, _ in named)]
+    if unmatched:
+        leaves = sorted({name.rpartition(".")[2] for name in linear_names(model)})
+        close = sorted({c for p in unmatched for c in difflib.get_close_matches(p.rpartition(".")[2], leaves, n=3)})
+        hint = f" Close names: {', '.join(close)}." if close else ""
+        raise TargetError(
+            f"target pattern(s) {', '.join(map(repr, unmatched))} matched no module.{hint} "
+            f"Linear layer names in this model: {', '.join(leaves) or 'none'}."
+        )
+    chosen = [name for name in chosen if not any(_matches(name, p) for p in exclude)]
+    if not chosen:
+        raise TargetError(f"every target was removed by exclude={list(exclude)!r}; nothing left to adapt.")
+    return chosen
