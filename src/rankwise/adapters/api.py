@@ -82,7 +82,7 @@ def adapt(
             adapter.init_from_weight(module.base.weight.detach())
         else:
             _load_layer_state(adapter, path, state)
-        module.add(name, adapter)
+        module.adapters[name] = adapter
     set_active(model, name)
     return model
 

@@ -10,7 +10,6 @@ Per layer, an Adapter implements
 and may override
     merged_weight(weight)        for methods that transform W rather than add to it (DoRA)
     init_from_weight(weight)     for data-free inits that read W (PiSSA's SVD)
-    base_offset()                for methods that train against a residual base W - offset (PiSSA)
     regularizer(), after_step(step), finalize()    per-layer training hooks
 
 Model-level hooks, called once per adapter name with all of its layers:
@@ -100,10 +99,6 @@ class Adapter(nn.Module):
 
     def init_from_weight(self, weight: torch.Tensor) -> None:
         """Data-free init from the frozen weight; called for fresh adapters, not when loading."""
-
-    def base_offset(self) -> torch.Tensor | None:
-        """A dense (out, in) part of W this adapter takes over; the base keeps W - offset while attached."""
-        return None
 
     def regularizer(self) -> torch.Tensor | None:
         return None

@@ -50,20 +50,10 @@ class AdaptedLinear(nn.Module):
                 out = self.adapters[name](x, out, self.base)
         return out
 
-    def add(self, name: str, adapter: Adapter) -> None:
-        offset = adapter.base_offset()
-        if offset is not None:
-            self.base.weight.data -= offset.to(self.base.weight.dtype)
-        self.adapters[name] = adapter
-
     def remove(self, name: str) -> Adapter:
         self.unmerge()
-        adapter = self.adapters.pop(name)
-        offset = adapter.base_offset()
-        if offset is not None:
-            self.base.weight.data += offset.to(self.base.weight.dtype)
         self.active = [n for n in self.active if n != name]
-        return adapter
+        return self.adapters.pop(name)
 
     @torch.no_grad()
     def merge(self, names: list[str]) -> None:

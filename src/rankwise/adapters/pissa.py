@@ -2,13 +2,16 @@
 (Meng, Wang, Zhang, 2024, arXiv 2404.02948).
 
 Update rule: LoRA's form, but the adapter starts on W's principal subspace and the base keeps the rest,
-    W = U S Vᵀ,  A₀ = √(S_r / s) V_rᵀ,  B₀ = U_r √(S_r / s),   W_res = W - s B₀ A₀
-    y = W_res x + b + s · B A x,   (A, B) initialised to (A₀, B₀)
+    W = U S Vᵀ,   A₀ = √(S_r / s) V_rᵀ,   B₀ = U_r √(S_r / s),   W_res = W - s B₀ A₀
+    y = W_res x + b + s · B A x,   with (A, B) initialised to (A₀, B₀)
 so the model equals the base at init (up to float rounding). Trains A and B; W_res is frozen.
-s = alpha / rank; the paper uses alpha = rank (s = 1), dividing S by s keeps any alpha exact (as PEFT).
-A₀ and B₀ are kept as buffers: they rebuild W_res when the adapter is loaded onto the original
-model and restore W exactly enough (≤ 1e-5) on unload. Follows the paper's exact SVD; set
-`svd_iters` > 0 for PEFT's fast randomized variant (pissa_niter_k).
+s = alpha / rank; the paper uses alpha = rank (s = 1); dividing S by s keeps any alpha exact (as PEFT).
+
+Where rankwise differs from the paper's code: the code overwrites W with W_res. rankwise keeps W and
+computes W_res x as W x - s B₀ A₀ x (two more rank-r matmuls), with A₀, B₀ as saved buffers. The
+function is the same, but the base model is never modified, so several adapters can share it, unload
+is exact and the saved adapter applies to the original model. Follows the paper's exact SVD;
+`svd_iters` > 0 selects PEFT's fast randomized variant (pissa_niter_k).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from torch import nn
 
 from ..linalg import randomized_svd, truncated_svd
 from .base import register
-from .lora import Lora, LoraConfig
+from .lora import Lora, LoraConfig, lora_delta
 
 
 @dataclass
@@ -33,7 +36,7 @@ class Pissa(Lora):
     config_class = PissaConfig
     paper = "PiSSA: Principal Singular Values and Singular Vectors Adaptation of Large Language Models"
     url = "https://arxiv.org/abs/2404.02948"
-    trains = "A (rank×in), B (out×rank) on W's principal subspace; residual W frozen"
+    trains = "A (rank×in), B (out×rank), started on W's principal subspace; residual W frozen"
 
     def __init__(self, base: nn.Linear, config: PissaConfig):
         super().__init__(base, config)
@@ -41,14 +44,19 @@ class Pissa(Lora):
         self.register_buffer("init_B", torch.zeros_like(self.lora_B))
 
     def init_from_weight(self, weight: torch.Tensor) -> None:
-        rank = self.config.rank
-        svd = randomized_svd(weight, rank, power_iters=self.config.svd_iters) if self.config.svd_iters \
-            else truncated_svd(weight, rank)
+        rank, iters = self.config.rank, self.config.svd_iters
+        svd = randomized_svd(weight, rank, power_iters=iters) if iters else truncated_svd(weight, rank)
         root = (svd.S / self.scale).sqrt()
         self.init_A.copy_(root[:, None] * svd.Vh)
         self.init_B.copy_(svd.U * root)
         self.lora_A.data.copy_(self.init_A)
         self.lora_B.data.copy_(self.init_B)
 
-    def base_offset(self) -> torch.Tensor:
-        return (self.init_B @ self.init_A) * self.scale
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+        x = x.to(self.lora_A.dtype)
+        principal = lora_delta(x, self.init_A, self.init_B, self.scale)  # the part W_res leaves out
+        update = lora_delta(self.dropout(x), self.lora_A, self.lora_B, self.scale)
+        return base_out + (update - principal).to(base_out.dtype)
+
+    def delta_weight(self) -> torch.Tensor:
+        return (self.lora_B @ self.lora_A - self.init_B @ self.init_A) * self.scale
