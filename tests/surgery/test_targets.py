@@ -31,3 +31,7 @@ def test_unmatched_pattern_names_close_names():
         find_targets(make_tiny_llama(), ["qproj", "v_proj"])
     with pytest.raises(TargetError, match="removed by exclude"):
         find_targets(make_tiny_llama(), ["v_proj"], exclude=["v_proj"])
+
+
+def test_all_blocks_are_the_decoder_layers():
+    assert find_targets(make_tiny_llama(), "all-blocks") == ["model.layers.0", "model.layers.1"]

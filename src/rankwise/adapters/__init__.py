@@ -1,6 +1,12 @@
-"""Fine-tuning methods behind one interface; importing this registers every method."""
+"""Fine-tuning methods behind one interface; importing this registers every method.
 
-from . import dora, lora, pissa, rslora  # noqa: F401  (registration)
+Each method is one module of this package (its file name == its registry key with "-" as "_");
+importing them all here is what registers them.
+"""
+
+import importlib
+import pkgutil
+
 from .api import (
     adapt,
     adapted_layers,
@@ -18,10 +24,15 @@ from .api import (
     unmerge,
 )
 from .base import ADAPTERS, Adapter, AdapterConfig, register
-from .layer import AdaptedLinear
+from .layer import AdaptedLinear, AdaptedModule
+
+_INFRASTRUCTURE = {"api", "base", "hooks", "layer"}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _INFRASTRUCTURE and not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
-    "ADAPTERS", "Adapter", "AdapterConfig", "AdaptedLinear", "register",
+    "ADAPTERS", "Adapter", "AdapterConfig", "AdaptedLinear", "AdaptedModule", "register",
     "adapt", "adapted_layers", "adapter_names", "active_adapters", "disable", "disabled", "enable",
     "get_config", "layers_of", "merge", "set_active", "trainable_parameters", "unload", "unmerge",
 ]

@@ -11,11 +11,11 @@ from torch import nn
 from ..errors import AdapterFileError, ConfigError, TargetError
 from ..surgery import find_targets, get_module, replace_module
 from .base import ADAPTERS, Adapter, AdapterConfig
-from .layer import AdaptedLinear
+from .layer import AdaptedLinear, AdaptedModule
 
 
-def adapted_layers(model: nn.Module) -> dict[str, AdaptedLinear]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, AdaptedLinear)}
+def adapted_layers(model: nn.Module) -> dict[str, AdaptedModule]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, AdaptedModule)}
 
 
 def adapter_names(model: nn.Module) -> list[str]:
@@ -64,9 +64,9 @@ def adapt(
     built: dict[str, Adapter] = {}
     for path in find_targets(model, config.targets, config.exclude):
         module = get_module(model, path)
-        base = module.base if isinstance(module, AdaptedLinear) else module
-        if type(base) is not nn.Linear:
-            raise TargetError(f"{path} is a {type(base).__name__}; {method} adapts nn.Linear layers only.")
+        base = module.base if isinstance(module, AdaptedModule) else module
+        if not cls.can_wrap(base):
+            raise TargetError(f"{path} is a {type(base).__name__}; {method} adapts {cls.wraps_what} only.")
         try:
             built[path] = cls(base, config)
         except ConfigError as err:
@@ -75,11 +75,12 @@ def adapt(
         param.requires_grad_(False)
     for path, adapter in built.items():
         module = get_module(model, path)
-        if not isinstance(module, AdaptedLinear):
-            module = AdaptedLinear(module)
+        if not isinstance(module, AdaptedModule):
+            module = AdaptedLinear(module) if type(module) is nn.Linear else AdaptedModule(module)
             replace_module(model, path, module)
         if state is None:
-            adapter.init_from_weight(module.base.weight.detach())
+            weight = getattr(module.base, "weight", None)  # block-level methods have none
+            adapter.init_from_weight(None if weight is None else weight.detach())
         else:
             _load_layer_state(adapter, path, state)
         module.adapters[name] = adapter

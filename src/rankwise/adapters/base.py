@@ -74,18 +74,30 @@ class Adapter(nn.Module):
     trains: ClassVar[str] = ""  # which tensors train, in words, for `rankwise methods` and the README
     mergeable: ClassVar[bool] = True
     identity_at_init: ClassVar[bool] = True
+    wraps_what: ClassVar[str] = "nn.Linear layers"
 
-    def __init__(self, base: nn.Linear, config: AdapterConfig):
+    @classmethod
+    def can_wrap(cls, module: nn.Module) -> bool:
+        """Which modules the method adapts; block-level methods (AdapterTune, LoRRA) override this."""
+        return type(module) is nn.Linear
+
+    @classmethod
+    def features(cls, base: nn.Module) -> tuple[int, int]:
+        """(in, out) sizes of what the adapter sees; block-level methods override this."""
+        return base.in_features, base.out_features
+
+    def __init__(self, base: nn.Module, config: AdapterConfig):
         super().__init__()
         self.config = config
-        self.in_features, self.out_features = base.in_features, base.out_features
+        self.in_features, self.out_features = self.features(base)
+        weight = next(base.parameters())
         if config.rank > min(self.in_features, self.out_features):
             raise ConfigError(
                 f"rank {config.rank} exceeds min(out, in) = {min(self.in_features, self.out_features)} "
                 f"of a ({self.out_features}, {self.in_features}) layer; lower the rank or exclude the layer."
             )
         # Adapters of a half-precision base still train in float32 (as PEFT's autocast does).
-        self.factory = {"device": base.weight.device, "dtype": torch.promote_types(base.weight.dtype, torch.float32)}
+        self.factory = {"device": weight.device, "dtype": torch.promote_types(weight.dtype, torch.float32)}
 
     # per layer -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
@@ -106,8 +118,9 @@ class Adapter(nn.Module):
     def after_step(self, step: int) -> None:
         pass
 
-    def finalize(self) -> None:
-        pass
+    def finalize(self) -> "Adapter | None":
+        """Called once after training; may return a replacement (SoRA returns a smaller plain LoRA)."""
+        return None
 
     # per model ---------------------------------------------------------------------------------
     @classmethod

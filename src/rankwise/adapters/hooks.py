@@ -48,6 +48,8 @@ def after_step(model: nn.Module, step: int) -> None:
 
 
 def finalize(model: nn.Module) -> None:
-    for layers in _active(model).values():
-        for adapter in layers.values():
-            adapter.finalize()
+    for name, layers in _active(model).items():
+        for path, adapter in layers.items():
+            replacement = adapter.finalize()
+            if replacement is not None:
+                model.get_submodule(path).adapters[name] = replacement

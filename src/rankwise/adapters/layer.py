@@ -1,8 +1,9 @@
-"""AdaptedLinear: the one wrapper every adapter method lives in.
+"""The wrappers every adapter method lives in.
 
-It owns the frozen base nn.Linear and a dict of named adapters. Forward is
-    y = base(x), then y = adapter(x, y, base) for each active, unmerged adapter.
-Merging writes merged_weight(W) into the base and keeps the exact pre-merge weight, so unmerge
+AdaptedModule owns a frozen base module and a dict of named adapters. Its forward is
+    y = base(x, ...), then y = adapter(x, y, base) for each active, unmerged adapter.
+AdaptedLinear is the nn.Linear case (almost every method): it keeps nn.Linear's attributes and can
+merge. Merging writes merged_weight(W) into the base and keeps the exact pre-merge weight, so unmerge
 restores it bit for bit rather than subtracting ΔW back in floating point.
 """
 
@@ -14,14 +15,43 @@ from torch import nn
 from .base import Adapter
 
 
-class AdaptedLinear(nn.Module):
-    def __init__(self, base: nn.Linear):
+class AdaptedModule(nn.Module):
+    def __init__(self, base: nn.Module):
         super().__init__()
         self.base = base
         self.adapters = nn.ModuleDict()
         self.active: list[str] = []
         self.merged: list[str] = []
         self.disabled = False
+
+    def forward(self, x, *args, **kwargs):
+        out = self.base(x, *args, **kwargs)
+        if self.disabled:
+            return out
+        for name in self.active:
+            if name not in self.merged:
+                out = self.adapters[name](x, out, self.base)
+        return out
+
+    def remove(self, name: str) -> Adapter:
+        self.unmerge()
+        self.active = [n for n in self.active if n != name]
+        return self.adapters.pop(name)
+
+    def merge(self, names: list[str]) -> None:
+        for name in names:
+            self.adapters[name].delta_weight()  # raises NotMergeable: only linear layers merge
+
+    def unmerge(self) -> None:
+        self.merged = []
+
+    def extra_repr(self) -> str:
+        return f"active={self.active}, merged={self.merged}, disabled={self.disabled}"
+
+
+class AdaptedLinear(AdaptedModule):
+    def __init__(self, base: nn.Linear):
+        super().__init__(base)
         self._unmerged_weight: torch.Tensor | None = None
 
     # nn.Linear's public attributes, so code that inspects layers keeps working
@@ -50,19 +80,15 @@ class AdaptedLinear(nn.Module):
                 out = self.adapters[name](x, out, self.base)
         return out
 
-    def remove(self, name: str) -> Adapter:
-        self.unmerge()
-        self.active = [n for n in self.active if n != name]
-        return self.adapters.pop(name)
-
     @torch.no_grad()
     def merge(self, names: list[str]) -> None:
         for name in names:
             if name in self.merged:
                 continue
+            merged = self.adapters[name].merged_weight(self.base.weight.data)
             if self._unmerged_weight is None:
                 self._unmerged_weight = self.base.weight.detach().clone()
-            self.base.weight.data = self.adapters[name].merged_weight(self.base.weight.data)
+            self.base.weight.data = merged
             self.merged.append(name)
 
     @torch.no_grad()
@@ -71,6 +97,3 @@ class AdaptedLinear(nn.Module):
             self.base.weight.data = self._unmerged_weight
         self._unmerged_weight = None
         self.merged = []
-
-    def extra_repr(self) -> str:
-        return f"active={self.active}, merged={self.merged}, disabled={self.disabled}"

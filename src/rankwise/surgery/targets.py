@@ -2,6 +2,8 @@
 
 `targets` may be
 - "all-linear": every nn.Linear except the output head (its vocab-sized projection is rarely worth adapting);
+- "all-blocks": the repeated blocks of the network (the longest nn.ModuleList of same-type modules),
+  for block-level methods such as bottleneck adapters;
 - a single string other than that: a regular expression that must match a module's full name;
 - a list of strings: each is a glob on the full name, or a leaf name such as "q_proj" matched as a suffix;
 - a type or tuple of types: every module of those types.
@@ -35,6 +37,17 @@ def _output_head_names(model: nn.Module) -> set[str]:
     return heads
 
 
+def _block_names(model: nn.Module) -> list[str]:
+    stacks = [
+        (name, module) for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList) and len(module) and len({type(m) for m in module}) == 1
+    ]
+    if not stacks:
+        return []
+    name, stack = max(stacks, key=lambda item: len(item[1]))
+    return [f"{name}.{index}" if name else str(index) for index in range(len(stack))]
+
+
 def _matches(name: str, pattern: str) -> bool:
     return name == pattern or name.endswith("." + pattern) or fnmatch.fnmatchcase(name, pattern)
 
@@ -47,6 +60,9 @@ def find_targets(
     if isinstance(targets, type) or (isinstance(targets, tuple) and all(isinstance(t, type) for t in targets)):
         chosen = [name for name, module in named if isinstance(module, targets)]
         unmatched: list[str] = [] if chosen else [str(targets)]
+    elif targets == "all-blocks":
+        chosen = _block_names(model)
+        unmatched = [] if chosen else ["all-blocks"]
     elif targets == "all-linear":
         heads = _output_head_names(model)
         chosen = [
