@@ -1,0 +1,66 @@
+"""Models by name: the embedded ones (shipped in pip packages, no hub downloads), or any local folder.
+
+    model, tokenizer = rankwise.models.load("smollm2-135m")
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+from ..errors import ConfigError
+from .embedded import EMBEDDED, ModelPackageMissing, package_file
+from .gguf import cache_root, ensure_converted, ensure_tokenizer
+from .tiny import tiny_llama
+
+__all__ = ["EMBEDDED", "ModelPackageMissing", "cache_root", "load"]
+
+
+def load(name_or_path: str, dtype: torch.dtype = torch.float32, *, seed: int = 0):
+    """(model, tokenizer) in eval mode, for an embedded name, a local HF folder or a local .gguf file.
+
+    Embedded names are in EMBEDDED. A .gguf (SmolLM2's included) is dequantized once and cached as
+    safetensors under $RANKWISE_CACHE (default ~/.cache/rankwise). Nothing is ever downloaded.
+    `seed` only matters for "tiny-llama", whose weights are random.
+    """
+    name = str(name_or_path)
+    if name == "tiny-llama":
+        tokenizer = _tokenizer_of(ensure_tokenizer(package_file("smollm2-135m")))
+        return tiny_llama(tokenizer, seed=seed).to(dtype), tokenizer
+    if name == "smollm2-135m":
+        return _load_folder(ensure_converted(package_file(name)), dtype)
+    if name == "minilm-l6":
+        return _load_folder(package_file(name), dtype)
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return _load_folder(ensure_converted(path.resolve()), dtype)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"{path} has no config.json; point at a Hugging Face model folder (save_pretrained).")
+        return _load_folder(path, dtype)
+    known = ", ".join(sorted(EMBEDDED))
+    raise ConfigError(
+        f"unknown model {name!r}: it is neither an embedded model ({known}) nor an existing local "
+        "Hugging Face folder or .gguf file. rankwise never downloads from a model hub; save the model "
+        "locally first (model.save_pretrained(folder)) and pass that folder."
+    )
+
+
+def _tokenizer_of(folder: Path):
+    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+
+
+def _is_causal_lm(folder: Path) -> bool:
+    """Decided from config.json's architectures: AutoModelForCausalLM would give an encoder such as
+    BERT a freshly initialised LM head, which is worse than giving it no head at all."""
+    architectures = json.loads((folder / "config.json").read_text()).get("architectures") or []
+    return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+
+
+def _load_folder(folder: Path, dtype: torch.dtype):
+    auto = AutoModelForCausalLM if _is_causal_lm(folder) else AutoModel
+    model = auto.from_pretrained(folder, dtype=dtype, local_files_only=True)
+    return model.eval(), _tokenizer_of(folder)
