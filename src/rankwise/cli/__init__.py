@@ -1,0 +1,1 @@
+"""The `rankwise` command: one binary, one file per subcommand (finetune, eval, generate, methods)."""

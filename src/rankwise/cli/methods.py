@@ -1,0 +1,34 @@
+"""`rankwise methods`: every registered adapter method, its paper, what trains, whether it merges."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import textwrap
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser("methods", help="list the adapter methods", description=__doc__.split(":", 1)[1].strip())
+    parser.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
+    parser.set_defaults(run=run)
+
+
+def describe_methods() -> list[dict]:
+    from ..adapters import ADAPTERS
+
+    return [{"name": name, "paper": cls.paper, "url": cls.url, "trains": cls.trains, "mergeable": cls.mergeable}
+            for name, cls in ((n, ADAPTERS.get(n)) for n in ADAPTERS.names())]
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
+    rows = describe_methods()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['paper']}")
+        indent = " " * (width + 2)
+        print(textwrap.fill(f"trains: {r['trains']}", 100, initial_indent=indent, subsequent_indent=indent + "  "))
+        print(f"{indent}mergeable: {'yes' if r['mergeable'] else 'no'}   {r['url']}")
+    return 0

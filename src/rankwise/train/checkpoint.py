@@ -1,0 +1,193 @@
+"""Training checkpoints: safetensors + JSON only, committed atomically, verified before use.
+
+Layout of one checkpoint, <output_dir>/checkpoints/step-000050/:
+    adapter/adapter.safetensors, adapter.json   the adapter (save_adapter; loadable on its own)
+    optimizer.safetensors                       every optimizer state tensor, "state.<param index>.<name>"
+    rng.safetensors                             torch CPU/CUDA generator states, "rank<r>.torch", "rank<r>.cuda<i>"
+    trainer_state.json                          step, data position, scheduler, optimizer param groups and
+                                                non-tensor state, Python/NumPy RNG per rank, run fingerprint
+    manifest.json                               written last: the step and every file's size and sha256
+
+The whole folder is written under a temporary name and renamed into place (rankwise.io.atomic), so a
+crash mid-save leaves no folder at the final name; the manifest check also catches folders damaged
+after the fact (bad copy, full disk). Old checkpoints are deleted only after the new one is committed.
+Checkpoints are taken at optimizer-step boundaries only, so no half-accumulated gradient is ever lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from ..errors import AdapterFileError
+
+FORMAT = "rankwise-checkpoint/1"
+_STEP_DIR = re.compile(r"step-(\d+)")
+
+
+def checkpoint_root(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+# --- optimizer and RNG state as tensors + JSON ---------------------------------------------------------
+def flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state_dict into named tensors and a JSON-able rest."""
+    tensors, rest = {}, {}
+    for index, entries in state_dict["state"].items():
+        for key, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"state.{index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                rest.setdefault(str(index), {})[key] = value
+    return tensors, {"state": rest, "param_groups": state_dict["param_groups"]}
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        _, index, key = name.split(".", 2)
+        state.setdefault(int(index), {})[key] = value
+    for index, entries in rest["state"].items():
+        state.setdefault(int(index), {}).update(entries)
+    return {"state": state, "param_groups": rest["param_groups"]}
+
+
+def capture_rng(rank: int) -> tuple[dict[str, torch.Tensor], dict]:
+    """This process's generator states: tensors for torch, JSON for Python's and NumPy's."""
+    tensors = {f"rank{rank}.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rank{rank}.cuda{i}"] = state
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return tensors, {"python": [version, list(mt), gauss], "numpy": [kind, keys.tolist(), pos, has_gauss, cached]}
+
+
+def restore_rng(rank: int, tensors: dict[str, torch.Tensor], rest: dict) -> None:
+    """Put this process's generators back; a missing state is an error, never a silent reseed."""
+    if f"rank{rank}.torch" not in tensors:
+        raise AdapterFileError(f"the checkpoint has no RNG state for process {rank}; resume with the "
+                               "number of processes it was saved with.")
+    torch.set_rng_state(tensors[f"rank{rank}.torch"])
+    if torch.cuda.is_available():
+        cuda = [tensors[k] for k in sorted(tensors) if k.startswith(f"rank{rank}.cuda")]
+        if cuda:
+            torch.cuda.set_rng_state_all(cuda)
+    version, mt, gauss = rest["python"]
+    random.setstate((version, tuple(mt), gauss))
+    kind, keys, pos, has_gauss, cached = rest["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+# --- writing -----------------------------------------------------------------------------------------------
+def _digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def write_checkpoint(model, name: str, output_dir: str | Path, step: int, optimizer_state: dict,
+                     rng: list[tuple[dict, dict]], trainer_state: dict) -> Path:
+    """Commit one checkpoint folder (main process only); `rng` holds one (tensors, rest) per process."""
+    from ..io import save_adapter
+    from ..io.atomic import atomic_directory, save_tensors, write_json
+
+    target = checkpoint_root(output_dir) / f"step-{step:06d}"
+    opt_tensors, opt_rest = flatten_optimizer(optimizer_state)
+    rng_tensors = {k: v for tensors, _ in rng for k, v in tensors.items()}
+    state = dict(trainer_state, step=step, optimizer=opt_rest, rng=[rest for _, rest in rng])
+    with atomic_directory(target) as tmp:
+        tmp = Path(tmp)
+        save_adapter(model, tmp / "adapter", name)
+        save_tensors(tmp / "optimizer.safetensors", opt_tensors, {"format": FORMAT})
+        save_tensors(tmp / "rng.safetensors", rng_tensors, {"format": FORMAT})
+        write_json(tmp / "trainer_state.json", state)
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        manifest = {"format": FORMAT, "step": step, "files": {
+            str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _digest(p)} for p in files}}
+        write_json(tmp / "manifest.json", manifest)  # last: its presence means every file above is complete
+    return target
+
+
+def rotate_checkpoints(output_dir: str | Path, keep: int | None) -> None:
+    """Delete the oldest complete checkpoints beyond `keep`; call only after a new one is committed."""
+    if keep is None:
+        return
+    for path in list_checkpoints(output_dir)[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# --- reading -----------------------------------------------------------------------------------------------
+def verify_checkpoint(path: str | Path) -> dict:
+    """The manifest of a complete, undamaged checkpoint; AdapterFileError otherwise."""
+    path = Path(path)
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise AdapterFileError(f"{path} has no manifest.json: the checkpoint is incomplete (interrupted save?); "
+                               "resume from an earlier one or with resume=latest.")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise AdapterFileError(f"{manifest_path} is unreadable ({err}); the checkpoint is damaged.") from None
+    for rel, entry in files.items():
+        file = path / rel
+        if not file.is_file() or file.stat().st_size != entry["bytes"] or _digest(file) != entry["sha256"]:
+            raise AdapterFileError(f"{file} is missing or differs from what the manifest recorded; "
+                                   "the checkpoint is damaged, resume from another one.")
+    return manifest
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints under output_dir, oldest first; incomplete ones are reported and skipped."""
+    root = checkpoint_root(output_dir)
+    found = []
+    for path in root.iterdir() if root.is_dir() else []:
+        match = _STEP_DIR.fullmatch(path.name)
+        if not match or not path.is_dir():
+            continue
+        if (path / "manifest.json").is_file():
+            found.append((int(match.group(1)), path))
+        else:
+            warnings.warn(f"skipping incomplete checkpoint {path} (no manifest.json)")
+    return [path for _, path in sorted(found)]
+
+
+def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
+    """The checkpoint folder `resume` names: "latest" (None when there is none yet) or a path."""
+    if resume == "latest":
+        for path in reversed(list_checkpoints(output_dir)):
+            try:
+                verify_checkpoint(path)
+                return path
+            except AdapterFileError as err:
+                warnings.warn(f"skipping damaged checkpoint: {err}")
+        return None
+    path = Path(resume)
+    if not path.is_dir():
+        raise AdapterFileError(f"resume={resume!r}: no such checkpoint folder; use \"latest\" or a step-* folder.")
+    verify_checkpoint(path)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Everything needed to continue: trainer state, flat tensors, and the adapter tensors by module path."""
+    path = Path(path)
+    verify_checkpoint(path)
+    state = json.loads((path / "trainer_state.json").read_text())
+    state["optimizer"] = unflatten_optimizer(load_file(path / "optimizer.safetensors"), state["optimizer"])
+    state["rng_tensors"] = load_file(path / "rng.safetensors")
+    state["adapter"] = load_file(path / "adapter" / "adapter.safetensors")
+    return state

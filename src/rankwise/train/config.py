@@ -1,0 +1,216 @@
+"""TrainConfig: every setting of a fine-tuning run, in the Hugging Face / PEFT vocabulary.
+
+Validation happens at construction, before any weights are loaded, and every error names the key,
+what was wrong and what to write instead. `from_dict` also accepts the spellings users bring from
+other tools (`lora_r`, `target_modules`, `save_steps`, `resume_from_checkpoint`, dashes for underscores).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+
+def _opt(default: Any, help: str, **kwargs: Any) -> Any:
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+@dataclass
+class TrainConfig:
+    """One fine-tuning run. Build with TrainConfig(...) or TrainConfig.from_dict({...})."""
+
+    model: str = _opt("smollm2-135m", "model name (smollm2-135m, minilm-l6, tiny-llama) or a local HF folder")
+    method: str = _opt("lora", "adapter method, one of `rankwise methods`")
+    rank: int = _opt(8, "adapter rank")
+    alpha: float = _opt(16.0, "adapter scale numerator (scale = alpha / rank for LoRA)")
+    dropout: float = _opt(0.0, "dropout on the adapter's input")
+    targets: str | list[str] = _opt("all-linear", "modules to adapt: all-linear, a regex, or a list of names/globs")
+    method_config: dict = field(
+        default_factory=dict, metadata={"help": "method-specific config fields, e.g. {\"svd_iters\": 4}"})
+    adapter_name: str = _opt("default", "name the adapter is attached and saved under")
+    task: str | None = _opt(None, "a bundled task (see rankwise.data.list_tasks()); or give data=")
+    data: str | None = _opt(None, "a JSONL/CSV file of prompt/answer rows; or give task=")
+    eval_data: str | None = _opt(None, "held-out file for data=; default: the last eval_split of data")
+    prompt_field: str = _opt("prompt", "column of data holding the prompt")
+    answer_field: str = _opt("answer", "column of data holding the answer")
+    eval_split: float = _opt(0.1, "fraction of data= held out for evaluation when eval_data is unset")
+    eval_size: int | None = _opt(None, "evaluate on at most this many held-out examples (null: all)")
+    max_length: int = _opt(256, "tokens per training example (longer ones are truncated)")
+    learning_rate: float = _opt(2e-4, "peak learning rate of AdamW")
+    weight_decay: float = _opt(0.0, "AdamW weight decay")
+    warmup_steps: int = _opt(0, "linear warmup steps (or set warmup_ratio)")
+    warmup_ratio: float = _opt(0.0, "warmup as a fraction of max_steps (or set warmup_steps)")
+    max_steps: int = _opt(100, "optimizer steps to train")
+    per_device_train_batch_size: int = _opt(8, "examples per process per micro-batch")
+    gradient_accumulation_steps: int = _opt(1, "micro-batches per optimizer step")
+    max_grad_norm: float = _opt(1.0, "clip the gradient norm to this (0: no clipping)")
+    seed: int = _opt(42, "seed of the adapter init, data order and dropout")
+    init_batches: int = _opt(4, "micro-batches shown to data-driven inits (init_from_data)")
+    output_dir: str = _opt("runs/rankwise", "where adapter, log, plot, results and checkpoints go")
+    eval_every: int = _opt(0, "exact-match eval every N steps (0: only base and final)")
+    save_every: int = _opt(0, "checkpoint every N steps (0: no checkpoints)")
+    save_total_limit: int | None = _opt(2, "keep at most this many checkpoints (null: all)")
+    resume: str | None = _opt(None, "\"latest\" or a checkpoint folder to continue from")
+    max_new_tokens: int = _opt(16, "tokens generated per answer during evaluation")
+    eval_batch_size: int = _opt(16, "prompts per generation batch during evaluation")
+    progress: bool = _opt(True, "show progress bars")
+
+    def __post_init__(self) -> None:
+        if self.method_config is None:
+            self.method_config = {}
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _checked_type(f.name, getattr(self, f.name), _HINTS[f.name]))
+        _check_values(self)
+
+    def adapter_config(self):
+        """The method's own config dataclass, built from the shared fields plus method_config."""
+        from ..adapters import ADAPTERS
+
+        cls = ADAPTERS.get(self.method).config_class
+        known = {f.name for f in dataclasses.fields(cls)}
+        shared = {"rank": self.rank, "alpha": self.alpha, "dropout": self.dropout, "targets": self.targets}
+        unknown = sorted(set(self.method_config) - known)
+        if unknown:
+            raise ConfigError(f"method_config has {unknown}, which {self.method} does not take; "
+                              f"its fields are {sorted(known - set(shared))}.")
+        clash = sorted(set(self.method_config) & set(shared))
+        if clash:
+            raise ConfigError(f"set {clash} at the top level of the config, not in method_config.")
+        return cls(**shared, **self.method_config)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build from a dict, accepting aliases and dash spellings; unknown keys raise with close names."""
+        resolved: dict[str, Any] = {}
+        unknown = []
+        for key, value in values.items():
+            name = canonical_key(key)
+            if name is None:
+                unknown.append(key)
+            elif name in resolved:
+                raise ConfigError(f"{key!r} sets {name!r}, which is already set; keep one of the two.")
+            else:
+                resolved[name] = value
+        if unknown:
+            raise ConfigError("; ".join(_unknown_key_message(k, resolved.get("method", "lora")) for k in unknown))
+        return cls(**resolved)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TrainConfig":
+        """Read a JSON (or, with PyYAML installed, YAML) config file."""
+        return cls.from_dict(read_config_file(path))
+
+
+_HINTS = typing.get_type_hints(TrainConfig)
+FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
+ALIASES = {
+    "model_name_or_path": "model", "base_model": "model", "r": "rank", "lora_r": "rank",
+    "lora_alpha": "alpha", "lora_dropout": "dropout", "target_modules": "targets", "lr": "learning_rate",
+    "batch_size": "per_device_train_batch_size", "train_batch_size": "per_device_train_batch_size",
+    "dataset": "data", "data_path": "data", "train_file": "data", "eval_file": "eval_data",
+    "save_steps": "save_every", "eval_steps": "eval_every", "resume_from_checkpoint": "resume",
+    "max_seq_length": "max_length", "cutoff_len": "max_length", "gradient_accumulation": "gradient_accumulation_steps",
+}
+
+
+def canonical_key(key: str) -> str | None:
+    """The TrainConfig field a user's key means (dashes and aliases resolved), or None."""
+    name = key.strip().replace("-", "_")
+    return name if name in FIELDS else ALIASES.get(name)
+
+
+def _unknown_key_message(key: str, method: str) -> str:
+    from ..adapters import ADAPTERS
+
+    name = key.replace("-", "_")
+    if method in ADAPTERS and name in {f.name for f in dataclasses.fields(ADAPTERS.get(method).config_class)}:
+        return f"{key!r} is a {method} field: put it under method_config (method_config.{name}=<value>)"
+    close = difflib.get_close_matches(name, FIELDS + list(ALIASES), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see `rankwise finetune --help` for the keys"
+    return f"unknown config key {key!r}{hint}"
+
+
+def _checked_type(name: str, value: Any, hint: Any) -> Any:
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for kind in allowed:
+        base = typing.get_origin(kind) or kind
+        if kind is type(None) and value is None:
+            return value
+        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if base is list and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return list(value)
+        if base in (int, str, bool, dict) and isinstance(value, base) and not (base is int and isinstance(value, bool)):
+            return value
+    names = " or ".join("null" if k is type(None) else getattr(typing.get_origin(k) or k, "__name__", str(k)) for k in allowed)
+    raise ConfigError(f"{name} must be {names}, got {value!r} ({type(value).__name__}).")
+
+
+def _check_values(c: TrainConfig) -> None:
+    def require(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
+                 "max_new_tokens", "eval_batch_size", "init_batches"):
+        require(getattr(c, name) >= 1, f"{name} must be at least 1, got {getattr(c, name)}.")
+    for name in ("eval_every", "save_every", "warmup_steps"):
+        require(getattr(c, name) >= 0, f"{name} must be 0 or more, got {getattr(c, name)}.")
+    require(c.learning_rate > 0, f"learning_rate must be positive, got {c.learning_rate}.")
+    require(c.weight_decay >= 0 and c.max_grad_norm >= 0, "weight_decay and max_grad_norm must be 0 or more.")
+    require(0 <= c.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {c.warmup_ratio}.")
+    require(not (c.warmup_steps and c.warmup_ratio), "set warmup_steps or warmup_ratio, not both.")
+    require(0 <= c.eval_split < 1, f"eval_split must be in [0, 1), got {c.eval_split}.")
+    require(c.eval_size is None or c.eval_size >= 0, "eval_size must be 0 or more (0 skips evaluation).")
+    require(c.save_total_limit is None or c.save_total_limit >= 1, "save_total_limit must be 1 or more, or null.")
+    require((c.task is None) != (c.data is None),
+            "give exactly one of task=<bundled task> or data=<file.jsonl>" + (", not both." if c.task else "."))
+    for name in ("data", "eval_data"):
+        path = getattr(c, name)
+        require(path is None or Path(path).is_file(), f"{name}: no file at {path!r}; check the path.")
+    require(c.eval_data is None or c.data is not None, "eval_data goes with data=; a task has its own test split.")
+    from ..models import EMBEDDED
+
+    require(c.model in EMBEDDED or Path(c.model).expanduser().exists(),
+            f"unknown model {c.model!r}: use one of {', '.join(EMBEDDED)} or a local Hugging Face folder.")
+    if c.task is not None:
+        from ..data import list_tasks
+
+        require(c.task in list_tasks(), f"unknown task {c.task!r}; bundled tasks: {', '.join(list_tasks())}.")
+    c.adapter_config()  # unknown method, bad rank, stray method_config keys
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A config file as a dict: JSON always, YAML when PyYAML is installed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no config file at {str(path)!r}; check the path.")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ConfigError(f"{path} is YAML but PyYAML is not installed; pip install pyyaml, or use JSON.") from None
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    else:
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}.") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} must hold one mapping of key: value, not a {type(values).__name__}.")
+    return values

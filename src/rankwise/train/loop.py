@@ -1,0 +1,185 @@
+"""The training loop: AdamW over the method's parameter groups, warmup + cosine, accelerate for scale.
+
+`train` runs the optimizer steps on an already-adapted model and pre-encoded examples; `finetune`
+(rankwise.train.run) wraps it with loading, evaluation and saving. Everything that decides the
+result is a function of the config, the step and saved state, so the same code runs on one CPU,
+under `torchrun`, or under `accelerate launch`, and a resumed run is bitwise equal to an
+uninterrupted one on CPU.
+
+Data order: the examples form one endless stream, epoch e being a permutation drawn from seed + e.
+Micro-batch m of process r holds stream positions [(m·W + r)·B, (m·W + r + 1)·B) for W processes of
+batch B, so the data position is just the micro-batch counter, and every batch is full.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..adapters import hooks, layers_of
+from ..errors import ConfigError
+from .checkpoint import capture_rng, read_checkpoint, restore_rng, rotate_checkpoints, write_checkpoint
+from .config import TrainConfig
+from .schedule import build_scheduler, warmup_steps_for
+
+# Settings a checkpoint may be resumed under with other values; any other change is an error.
+RESUMABLE_CHANGES = {"max_steps", "output_dir", "eval_every", "save_every", "save_total_limit", "resume",
+                     "max_new_tokens", "eval_batch_size", "eval_size", "progress"}
+
+
+def make_accelerator(config: TrainConfig):
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=config.gradient_accumulation_steps)
+
+
+def stream_indices(n_examples: int, start: int, count: int, seed: int) -> list[int]:
+    """Example indices at stream positions [start, start + count); see the module docstring."""
+    out, perms = [], {}
+    for position in range(start, start + count):
+        epoch, offset = divmod(position, n_examples)
+        if epoch not in perms:
+            perms[epoch] = torch.randperm(n_examples, generator=torch.Generator().manual_seed(seed + epoch))
+        out.append(int(perms[epoch][offset]))
+    return out
+
+
+def run_fingerprint(config: TrainConfig, features: list[dict], world_size: int) -> dict:
+    """What a checkpoint must agree with to be resumed: the settings that shape the run, and the data."""
+    data = hashlib.sha256(json.dumps([[f["input_ids"], f["labels"]] for f in features]).encode()).hexdigest()
+    settings = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES}
+    return {"settings": settings, "world_size": world_size, "examples": len(features), "data_sha256": data}
+
+
+def _check_fingerprint(saved: dict, current: dict, path: Path) -> None:
+    diffs = [f"{k}: checkpoint {saved['settings'].get(k)!r}, now {v!r}"
+             for k, v in current["settings"].items() if saved["settings"].get(k) != v]
+    diffs += [f"{k}: checkpoint {saved[k]!r}, now {current[k]!r}"
+              for k in ("world_size", "examples", "data_sha256") if saved[k] != current[k]]
+    if diffs:
+        raise ConfigError(f"cannot resume from {path}: the run differs ({'; '.join(diffs)}). Resume with the "
+                          "settings it was saved with, or start fresh in another output_dir.")
+
+
+def _load_adapter_tensors(model: nn.Module, name: str, tensors: dict[str, torch.Tensor]) -> None:
+    for path, adapter in layers_of(model, name).items():
+        own = {k: tensors[f"{path}.{k}"] for k in adapter.state_dict()}
+        adapter.load_state_dict(own)
+
+
+def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_token_id: int,
+          accelerator=None, resume_from: Path | None = None, extra_state: dict | None = None,
+          evaluate: Callable[[int], dict] | None = None) -> dict:
+    """Train the active adapter of `model` on encoded `features` ({"input_ids", "labels"}).
+
+    Writes <output_dir>/log.jsonl (one record per step) and, every save_every steps, a checkpoint.
+    `resume_from` is a checkpoint folder (see rankwise.train.checkpoint.resolve_resume). `extra_state`
+    (JSON) is stored in every checkpoint. `evaluate(step)`, if given, runs on the main process every
+    eval_every steps and its dict is logged. Returns {"step", "loss", "log"}.
+    """
+    from accelerate.utils import gather_object
+    from ..data import collate
+    from tqdm.auto import tqdm
+
+    accelerator = accelerator or make_accelerator(config)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    batch, accum = config.per_device_train_batch_size, config.gradient_accumulation_steps
+    fingerprint = run_fingerprint(config, features, world)
+    device = accelerator.device
+    model.to(device)  # data-driven inits below see batches on the training device
+
+    def micro_batch(start: int) -> dict:
+        rows = [features[i] for i in stream_indices(len(features), start, batch, config.seed)]
+        return {k: v.to(device) for k, v in collate(rows, pad_token_id).items()}
+
+    saved = read_checkpoint(resume_from) if resume_from is not None else None
+    if saved is not None:
+        _check_fingerprint(saved["fingerprint"], fingerprint, resume_from)
+    # Data-driven inits run on resume too: the checkpoint then overwrites the adapter tensors, while any
+    # change an init made outside them is reproduced exactly (same data, same seed).
+    hooks.init_from_data(model, [micro_batch(m * batch) for m in range(config.init_batches)])
+    if saved is not None:
+        _load_adapter_tensors(model, config.adapter_name, saved["adapter"])
+    optimizer = torch.optim.AdamW(hooks.param_groups(model, config.learning_rate), lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
+    warmup = warmup_steps_for(config.max_steps, config.warmup_steps, config.warmup_ratio)
+    scheduler = build_scheduler(optimizer, warmup, config.max_steps)
+    step = 0
+    if saved is not None:
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        step = saved["step"]
+        restore_rng(rank, saved["rng_tensors"], saved["rng"][rank])
+    else:
+        torch.manual_seed(config.seed + 1000 * rank)  # dropout differs across processes, as in DDP
+    wrapped, optimizer = accelerator.prepare(model, optimizer)
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+
+    log_path = Path(config.output_dir) / "log.jsonl"
+    log = _restart_log(log_path, step) if accelerator.is_main_process else []
+    bar = tqdm(total=config.max_steps, initial=step, desc="train", unit="step",
+               disable=not (config.progress and accelerator.is_main_process))
+    wrapped.train()
+    loss_value = float("nan")
+    while step < config.max_steps:
+        lr = optimizer.param_groups[0]["lr"]
+        losses = []
+        for micro in range(accum):
+            start = ((step * accum + micro) * world + rank) * batch
+            with accelerator.accumulate(wrapped):
+                loss = wrapped(**micro_batch(start)).loss
+                penalty = hooks.regularizer(model)
+                accelerator.backward(loss if penalty is None else loss + penalty)
+                if accelerator.sync_gradients and config.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.detach())
+        scheduler.step()
+        step += 1
+        hooks.after_step(model, step)
+        loss_value = accelerator.reduce(torch.stack(losses).mean(), "mean").item()
+        record = {"step": step, "loss": loss_value, "lr": lr}
+        if penalty is not None:
+            record["regularizer"] = float(penalty)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+        if evaluate is not None and config.eval_every and step % config.eval_every == 0:
+            if accelerator.is_main_process:
+                record.update(evaluate(step))
+            wrapped.train()
+            accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            log.append(record)
+            with open(log_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+        if config.save_every and step % config.save_every == 0:
+            rng = gather_object([capture_rng(rank)])  # every process's generators, in rank order
+            if accelerator.is_main_process:
+                write_checkpoint(model, config.adapter_name, config.output_dir, step, optimizer.state_dict(), rng,
+                                 {"scheduler": scheduler.state_dict(), "micro_batches": step * accum,
+                                  "fingerprint": fingerprint, **(extra_state or {})})
+                rotate_checkpoints(config.output_dir, config.save_total_limit)
+            accelerator.wait_for_everyone()
+    bar.close()
+    hooks.finalize(model)
+    wrapped.eval()
+    return {"step": step, "loss": loss_value, "log": log}
+
+
+def _restart_log(path: Path, step: int) -> list[dict]:
+    """The log records up to `step` (those after it belong to the interrupted tail); the file is rewritten."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records = []
+    if step > 0 and path.is_file():
+        records = [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= step]
+        if len(records) < step:
+            warnings.warn(f"{path} has {len(records)} records for {step} resumed steps; the loss curve has gaps")
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return records

@@ -1,0 +1,115 @@
+"""finetune(config): load a model, attach an adapter, train it, evaluate base vs tuned, save everything.
+
+Outputs in config.output_dir:
+    adapter/         the trained adapter (adapter.safetensors + adapter.json), loadable with load_adapter
+    log.jsonl        one record per optimizer step: step, loss, lr (+ exact_match where evaluated)
+    loss.png         the loss curve
+    results.json     base and tuned exact match, paths, step and parameter counts
+    config.json      the resolved config
+    checkpoints/     step-* folders when save_every > 0 (see rankwise.train.checkpoint)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..adapters import adapt, disabled, trainable_parameters
+from .checkpoint import resolve_resume
+from .config import TrainConfig
+from .loop import make_accelerator, train
+from .plot import plot_loss
+
+
+def split_examples(config: TrainConfig) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) examples of the config's task or data file; held-out capped at eval_size."""
+    from ..data import bundled_task, load_examples
+
+    if config.task is not None:
+        train_rows, held_out = bundled_task(config.task)
+    elif config.eval_data is not None:
+        train_rows = load_examples(config.data, config.prompt_field, config.answer_field)
+        held_out = load_examples(config.eval_data, config.prompt_field, config.answer_field)
+    else:
+        rows = load_examples(config.data, config.prompt_field, config.answer_field)
+        # A seeded shuffle, not the file's tail: files are often sorted by source or difficulty.
+        order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(config.seed)).tolist()
+        n_eval = round(len(rows) * config.eval_split)
+        held_out = [rows[i] for i in order[:n_eval]]
+        train_rows = [rows[i] for i in order[n_eval:]]
+    if config.eval_size is not None:
+        held_out = held_out[: config.eval_size]
+    return list(train_rows), list(held_out)
+
+
+def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
+    """Run one fine-tuning job; returns what results.json holds. Safe under torchrun/accelerate launch."""
+    from accelerate.utils import set_seed
+
+    from ..data import encode_example
+    from ..io import save_adapter
+    from ..io.atomic import write_json
+    from ..models import load
+    from .evaluate import exact_match
+
+    config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    accelerator = make_accelerator(config)
+    main = accelerator.is_main_process
+    say = print if (main and config.progress) else (lambda *a, **k: None)
+    out = Path(config.output_dir)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", config.to_dict())
+    resume_from = resolve_resume(config.resume, out) if config.resume else None
+    base_saved = json.loads((resume_from / "trainer_state.json").read_text()).get("base_eval") if resume_from else None
+
+    set_seed(config.seed)  # the adapter init is then identical on every process and every run
+    model, tokenizer = load(config.model)
+    train_rows, held_out = split_examples(config)
+    features = [encode_example(tokenizer, row, config.max_length) for row in train_rows]
+    adapt(model, config.method, name=config.adapter_name, config=config.adapter_config())
+    counts = trainable_parameters(model)
+    say(f"rankwise: {config.method} on {config.model}: {counts['trainable']:,} trainable of "
+        f"{counts['total']:,} parameters; {len(features)} training examples, {len(held_out)} held out")
+
+    def evaluate() -> dict | None:
+        if not held_out:
+            return None
+        model.to(accelerator.device)
+        result = exact_match(model, tokenizer, held_out, max_new_tokens=config.max_new_tokens,
+                             batch_size=config.eval_batch_size, progress=config.progress)
+        return {"exact_match": result["exact_match"]}
+
+    base = base_saved
+    if base is None and main:
+        with disabled(model):
+            base = evaluate()
+    accelerator.wait_for_everyone()
+    if base is not None:
+        say(f"base exact match (adapter disabled): {base['exact_match']:.3f}")
+    if resume_from is not None:
+        say(f"resuming from {resume_from}")
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    trained = train(model, features, config, pad_token_id=pad_id, accelerator=accelerator, resume_from=resume_from,
+                    extra_state={"base_eval": base}, evaluate=lambda step: evaluate() or {})
+    result: dict[str, Any] = {
+        "output_dir": str(out), "method": config.method, "model": config.model, "steps": trained["step"],
+        "final_loss": trained["loss"] if math.isfinite(trained["loss"]) else None, "trainable_parameters": counts["trainable"],
+        "total_parameters": counts["total"], "train_examples": len(features), "eval_examples": len(held_out),
+        "base_exact_match": base and base["exact_match"], "resumed_from": resume_from and str(resume_from),
+    }
+    if main:
+        tuned = evaluate()
+        result["tuned_exact_match"] = tuned and tuned["exact_match"]
+        save_adapter(model, out / "adapter", config.adapter_name)
+        result["adapter_path"] = str(out / "adapter")
+        result["log_path"] = str(out / "log.jsonl")
+        result["plot_path"] = str(plot_loss(trained["log"], out / "loss.png", f"{config.method} on {config.model}"))
+        write_json(out / "results.json", result)
+    accelerator.wait_for_everyone()
+    return result
