@@ -80,7 +80,7 @@ class RankwiseCallback(TrainerCallback):
         penalty = hooks.regularizer(model)
         if penalty is not None:
             penalty.backward()
-            self.last_regularizer = float(penalty)
+            self.last_regularizer = float(penalty.detach())
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         hooks.after_step(model, state.global_step)

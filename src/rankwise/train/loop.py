@@ -147,7 +147,7 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
         loss_value = accelerator.reduce(torch.stack(losses).mean(), "mean").item()
         record = {"step": step, "loss": loss_value, "lr": lr}
         if penalty is not None:
-            record["regularizer"] = float(penalty)
+            record["regularizer"] = float(penalty.detach())
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
         if evaluate is not None and config.eval_every and step % config.eval_every == 0:
