@@ -13,10 +13,11 @@ from .adapters import (
     unmerge,
 )
 from .errors import RankwiseError
+from .io import load_adapter, save_adapter
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ADAPTERS", "RankwiseError", "adapt", "disable", "disabled", "enable", "merge", "set_active",
-    "trainable_parameters", "unload", "unmerge", "__version__",
+    "ADAPTERS", "RankwiseError", "adapt", "disable", "disabled", "enable", "load_adapter", "merge",
+    "save_adapter", "set_active", "trainable_parameters", "unload", "unmerge", "__version__",
 ]

@@ -1,0 +1,138 @@
+"""Export to and import from Hugging Face PEFT's adapter format (checked against PEFT 0.21.2).
+
+PEFT writes adapter_config.json (a LoraConfig) and adapter_model.safetensors with keys
+    base_model.model.<module path>.lora_A.weight      (r, in)
+    base_model.model.<module path>.lora_B.weight      (out, r)
+    base_model.model.<module path>.lora_magnitude_vector   (out,)   DoRA only
+Its LoRA scaling is lora_alpha / r, or lora_alpha / √r with use_rslora; its DoRA computes
+m ⊙ (W + s B A) / ‖W + s B A‖_row exactly as rankwise's does, so these map one to one:
+    lora -> plain LoRA    rslora -> use_rslora=True    dora -> use_dora=True
+PiSSA exports as a plain LoRA of rank 2r on the *original* base weight (PEFT's own conversion):
+    s B A x + W_res x = W x + s (B A - B₀ A₀) x = W x + s [B, -B₀] [A; A₀] x,  lora_alpha = 2·alpha
+so the file works in PEFT on the unmodified base model; it imports back as a rank-2r lora.
+LoRA-XS exports as the LoRA (A, B R) of the same rank (s B R A = s (B R) A); it imports back as lora.
+The base-model fingerprint travels in the safetensors metadata (PEFT ignores it), so a PEFT file
+saved by rankwise is still checked against its base on import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..adapters import get_config, layers_of
+from ..errors import AdapterFileError, ConfigError
+from .adapter_file import PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, rankwise_version
+from .atomic import atomic_directory, save_tensors, write_json
+from .attach import attach
+from .fingerprint import check_base, model_fingerprint
+from .peft_config import peft_config_for, rankwise_config_from_peft
+from .readers import load_tensors, read_json
+
+KEY_PREFIX = "base_model.model."
+# rankwise tensor name -> PEFT's saved suffix (adapter name already removed by PEFT on save)
+PEFT_SUFFIX = {"lora_A": "lora_A.weight", "lora_B": "lora_B.weight", "magnitude": "lora_magnitude_vector"}
+FINGERPRINT_METADATA = "rankwise_base_model"
+
+
+def pissa_as_lora(A: torch.Tensor, B: torch.Tensor, init_A: torch.Tensor, init_B: torch.Tensor):
+    """(A', B') of rank 2r with B' A' = B A - B₀ A₀: PiSSA's update relative to the original weight."""
+    return torch.cat([A, init_A], dim=0), torch.cat([B, -init_B], dim=1)
+
+
+def _pissa(state: dict) -> tuple[dict, int]:
+    A, B = pissa_as_lora(state["lora_A"], state["lora_B"], state["init_A"], state["init_B"])
+    return {"lora_A": A, "lora_B": B}, 2
+
+
+def _lora_xs(state: dict) -> tuple[dict, int]:
+    # s B R A = s (B R) A: a plain LoRA of the same rank and scaling.
+    return {"lora_A": state["lora_A"], "lora_B": state["lora_B"] @ state["lora_R"]}, 1
+
+
+def _same(state: dict) -> tuple[dict, int]:
+    return state, 1
+
+
+# method -> (its state dict -> (PEFT LoRA tensors under rankwise names, rank multiplier))
+PEFT_EXPORTS = {"lora": _same, "rslora": _same, "dora": _same, "pissa": _pissa, "lora-xs": _lora_xs}
+EXPORTABLE = tuple(PEFT_EXPORTS)
+
+
+def save_peft_adapter(model: nn.Module, directory: Path, name: str = "default") -> Path:
+    """Write adapter `name` in PEFT's format (see the module docstring for the mapping)."""
+    layers = layers_of(model, name)
+    method = next(iter(layers.values())).name
+    if method not in EXPORTABLE:
+        raise ConfigError(
+            f"PEFT export supports {', '.join(EXPORTABLE)}; {method!r} has no exact PEFT LoRA equivalent. "
+            "Save it with format='rankwise' instead."
+        )
+    config = get_config(model, name)
+    tensors, factor = {}, 1
+    for path, adapter in layers.items():
+        state, factor = PEFT_EXPORTS[method](adapter.state_dict())
+        for key, value in state.items():
+            tensors[f"{KEY_PREFIX}{path}.{PEFT_SUFFIX[key]}"] = value
+    # rank × factor with alpha × factor keeps PEFT's scaling alpha / rank equal to rankwise's.
+    rank, alpha = config.rank * factor, config.alpha * factor
+    fingerprint = model_fingerprint(model)
+    peft_config = peft_config_for(method, config, rank, alpha, list(layers), fingerprint["name_or_path"])
+    metadata = {
+        "format": "pt",
+        FINGERPRINT_METADATA: json.dumps(fingerprint, sort_keys=True),
+        "rankwise_version": rankwise_version(),
+    }
+    with atomic_directory(directory) as tmp:
+        save_tensors(tmp / PEFT_WEIGHTS_FILE, tensors, metadata=metadata)
+        write_json(tmp / PEFT_CONFIG_FILE, peft_config)
+    return directory
+
+
+def rankwise_state_from_peft(tensors: dict[str, torch.Tensor], source: Path):
+    """({"<path>.<rankwise tensor>": tensor}, [module paths in file order]) from PEFT's keys."""
+    by_suffix = {suffix: ours for ours, suffix in PEFT_SUFFIX.items()}
+    state, paths, unknown = {}, {}, []
+    for key, value in tensors.items():
+        body = key[len(KEY_PREFIX):] if key.startswith(KEY_PREFIX) else None
+        match = next((s for s in by_suffix if body is not None and body.endswith("." + s)), None)
+        if match is None:
+            unknown.append(key)
+            continue
+        path = body[: -len(match) - 1]
+        state[f"{path}.{by_suffix[match]}"] = value
+        paths[path] = None
+    if unknown:
+        raise AdapterFileError(
+            f"{source} has {len(unknown)} tensor(s) rankwise cannot import, e.g. {unknown[:5]}; rankwise imports "
+            f"LoRA/DoRA weights of nn.Linear layers ({', '.join(PEFT_SUFFIX.values())} under '{KEY_PREFIX}'). "
+            "Embedding or conv LoRA, lora_bias and modules_to_save are not supported."
+        )
+    return state, list(paths)
+
+
+def load_peft_adapter(model: nn.Module, directory: Path, name: str | None = None,
+                      allow_base_mismatch: bool = False) -> nn.Module:
+    """Load a PEFT LoRA / rsLoRA / DoRA adapter directory onto `model` as rankwise adapter `name`."""
+    config_path, weights_path = directory / PEFT_CONFIG_FILE, directory / PEFT_WEIGHTS_FILE
+    method, config = rankwise_config_from_peft(read_json(config_path), config_path)
+    if not weights_path.exists():
+        pickled = [p.name for p in directory.glob("adapter_model.*") if p.suffix in (".bin", ".pt", ".pth")]
+        hint = (f" It holds {pickled[0]}, a pickle file rankwise never loads; convert it with PEFT "
+                "(PeftModel.from_pretrained, then save_pretrained(safe_serialization=True)).") if pickled else ""
+        raise AdapterFileError(f"{weights_path} is missing.{hint}")
+    tensors, metadata = load_tensors(weights_path)
+    if FINGERPRINT_METADATA in metadata:
+        try:
+            saved = json.loads(metadata[FINGERPRINT_METADATA])
+        except json.JSONDecodeError as err:
+            raise AdapterFileError(f"{weights_path}: its {FINGERPRINT_METADATA} metadata is not JSON ({err}).") from None
+        check_base(saved, model, allow_base_mismatch, weights_path)
+    state, targets = rankwise_state_from_peft(tensors, weights_path)
+    # PEFT's own patterns (suffixes, regexes, layers_to_transform) become the exact list of adapted modules.
+    config = dataclasses.replace(config, targets=targets)
+    return attach(model, method, name or "default", config, targets, state, weights_path)

@@ -1,0 +1,93 @@
+"""Safe readers for the only two formats rankwise reads: safetensors and JSON. Nothing is unpickled.
+
+Every failure becomes an AdapterFileError naming the file and saying what to do, instead of a bare
+SafetensorError / JSONDecodeError / UnicodeDecodeError from deep inside a load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import AdapterFileError
+
+__all__ = ["load_tensors", "read_json", "sha256_file"]
+
+_SAFETENSORS_MIN_BYTES = 8  # the little-endian u64 header length alone
+
+
+def _require_file(path: Path) -> None:
+    if not path.exists():
+        raise AdapterFileError(f"{path} does not exist; check the path, or save the adapter first.")
+    if not path.is_file():
+        raise AdapterFileError(f"{path} is not a regular file.")
+
+
+def load_tensors(path: str | os.PathLike, device: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file into ({name: tensor}, metadata). Truncated or corrupted files raise.
+
+    safetensors validates the header (length, JSON, offsets, dtype × shape == byte span) and refuses
+    files whose data is shorter or longer than declared, so a truncated copy never loads partially.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    _require_file(path)
+    size = path.stat().st_size
+    if size < _SAFETENSORS_MIN_BYTES:
+        raise AdapterFileError(
+            f"{path} is truncated ({size} bytes; a safetensors file has at least an 8-byte header). "
+            "Re-save or re-copy it."
+        )
+    try:
+        with safe_open(str(path), framework="pt", device=device) as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise AdapterFileError(
+            f"{path} is not a valid safetensors file ({err}); it is truncated or corrupted. "
+            "Re-save or re-copy it."
+        ) from err
+    return tensors, metadata
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    duplicates = sorted(key for key, count in Counter(key for key, _ in pairs).items() if count > 1)
+    if duplicates:
+        # Last-one-wins would let two tools read one file differently; refuse instead.
+        raise ValueError(f"duplicate key(s) {duplicates}")
+    return dict(pairs)
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a JSON object (duplicate keys, non-UTF-8 bytes and non-objects are errors)."""
+    path = Path(path)
+    _require_file(path)
+    try:
+        obj = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except UnicodeDecodeError as err:
+        raise AdapterFileError(f"{path} is not UTF-8 text (byte {err.start}); it is corrupted.") from err
+    except json.JSONDecodeError as err:
+        raise AdapterFileError(
+            f"{path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
+            "it is truncated or was edited by hand. Re-save it or fix the JSON."
+        ) from err
+    except ValueError as err:
+        raise AdapterFileError(f"{path}: {err}; fix or re-save the file.") from err
+    if not isinstance(obj, dict):
+        raise AdapterFileError(f"{path} holds a JSON {type(obj).__name__}, expected an object.")
+    return obj
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

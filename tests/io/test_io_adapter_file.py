@@ -1,0 +1,103 @@
+"""save_adapter / load_adapter in rankwise's format: exact round trips and stable bytes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import rankwise
+from .io_helpers import adapted_llama, adapter_state, file_bytes, logits, make_tiny_llama
+from rankwise.adapters import adapter_names, get_config
+from rankwise.errors import ConfigError
+from rankwise.io import load_adapter, save_adapter
+
+METHODS = rankwise.ADAPTERS.names()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_round_trip_is_exact(method, tmp_path, tiny_ids):
+    model = adapted_llama(method)
+    expected = logits(model, tiny_ids)
+    assert not torch.allclose(expected, logits(make_tiny_llama(), tiny_ids), atol=1e-3)  # adapter does something
+    save_adapter(model, tmp_path / "a")
+
+    fresh = load_adapter(make_tiny_llama(), tmp_path / "a")
+    assert torch.equal(logits(fresh, tiny_ids), expected)
+    saved, loaded = adapter_state(model), adapter_state(fresh)
+    assert saved.keys() == loaded.keys()
+    assert all(torch.equal(saved[k], loaded[k]) for k in saved)
+    assert get_config(fresh) == get_config(model)
+    assert rankwise.trainable_parameters(fresh)["trainable"] == rankwise.trainable_parameters(model)["trainable"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_save_load_save_is_byte_identical(method, tmp_path):
+    save_adapter(adapted_llama(method), tmp_path / "first")
+    save_adapter(load_adapter(make_tiny_llama(), tmp_path / "first"), tmp_path / "second")
+    assert file_bytes(tmp_path / "first") == file_bytes(tmp_path / "second")
+
+
+def test_adapter_json_contents(tmp_path):
+    model = adapted_llama("lora", targets=["q_proj", "v_proj"], alpha=8.0)
+    save_adapter(model, tmp_path / "a", name="default")
+    meta = json.loads((tmp_path / "a" / "adapter.json").read_text())
+    assert meta["format_version"] == 1 and meta["rankwise_version"] == rankwise.__version__
+    assert meta["method"] == "lora" and meta["name"] == "default"
+    assert meta["config"] == get_config(model).to_dict()
+    assert meta["targets"] == [f"model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "v_proj")]
+    assert set(meta["base_model"]) >= {"structure", "weights", "dtype"}
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["adapter.json", "adapter.safetensors"]
+
+
+def test_keys_are_module_path_plus_tensor_name(tmp_path):
+    from safetensors import safe_open
+
+    save_adapter(adapted_llama("dora", targets=["q_proj"]), tmp_path / "a")
+    with safe_open(str(tmp_path / "a" / "adapter.safetensors"), "pt") as handle:
+        keys = set(handle.keys())
+    assert "model.layers.0.self_attn.q_proj.lora_A" in keys
+    assert "model.layers.1.self_attn.q_proj.magnitude" in keys
+    assert len(keys) == 6
+
+
+def test_load_under_another_name_next_to_an_existing_adapter(tmp_path, tiny_ids):
+    save_adapter(adapted_llama("lora"), tmp_path / "a")
+    model = adapted_llama("lora", targets=["q_proj"])
+    with pytest.raises(ConfigError, match="already has an adapter named 'default'"):
+        load_adapter(model, tmp_path / "a")
+    load_adapter(model, tmp_path / "a", name="second")
+    assert adapter_names(model) == ["default", "second"]
+    rankwise.set_active(model, "second")
+    rankwise.unload(model, "default")
+    assert torch.equal(logits(model, tiny_ids), logits(load_adapter(make_tiny_llama(), tmp_path / "a"), tiny_ids))
+
+
+def test_saves_only_the_named_adapter(tmp_path):
+    model = adapted_llama("lora", targets=["q_proj"])
+    rankwise.adapt(model, "dora", name="other", rank=2, targets=["v_proj"])
+    save_adapter(model, tmp_path / "other", name="other")
+    meta = json.loads((tmp_path / "other" / "adapter.json").read_text())
+    assert meta["method"] == "dora" and meta["name"] == "other"
+    assert all(path.endswith("v_proj") for path in meta["targets"])
+    loaded = load_adapter(make_tiny_llama(), tmp_path / "other")
+    assert adapter_names(loaded) == ["other"]
+
+
+def test_saved_merged_adapter_loads_unmerged_equivalent(tmp_path, tiny_ids):
+    model = adapted_llama("lora")
+    expected = logits(model, tiny_ids)
+    rankwise.merge(model)
+    save_adapter(model, tmp_path / "a")  # fingerprint ignores the merged (targeted) weights
+    assert torch.allclose(logits(load_adapter(make_tiny_llama(), tmp_path / "a"), tiny_ids), expected, atol=1e-5)
+
+
+def test_unknown_format_is_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="unknown adapter file format 'gguf'"):
+        save_adapter(adapted_llama("lora"), tmp_path / "a", format="gguf")
+    assert not (tmp_path / "a").exists()
+
+
+def test_top_level_exports():
+    assert rankwise.save_adapter is save_adapter and rankwise.load_adapter is load_adapter
