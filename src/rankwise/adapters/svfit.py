@@ -1,0 +1,68 @@
+"""SVFit: Parameter-Efficient Fine-Tuning of Large Pre-Trained Models Using Singular Values
+(Sun et al., 2024, arXiv 2409.05926).
+
+Update rule: split W by its SVD into the best rank-r part and the rest, and train only the top-r
+singular values,
+    W = U S Vᵀ,   W_res = W - U_r diag(S_r) V_rᵀ,   W' = W_res + U_r diag(σ) V_rᵀ,   σ₀ = S_r
+so the model equals the base at init. Trains σ: r numbers per layer. U_r, V_r, S_r are frozen buffers.
+As PiSSA in rankwise, W is never replaced by W_res: W_res x + U_r(σ ⊙ V_rᵀ x) is computed as
+    y = base_out + U_r ((σ - S_r) ⊙ V_rᵀ x)
+(one rank-r path, same function), so unload is exact and the base can be shared. Merges as
+W ← W + U_r diag(σ - S_r) V_rᵀ.
+No public code; this follows the paper. `alpha` and `dropout` are unused (the paper has neither);
+`svd_iters` > 0 selects a randomized SVD instead of the exact one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from ..linalg import randomized_svd, truncated_svd
+from .base import Adapter, AdapterConfig, register
+
+
+@dataclass
+class SvfitConfig(AdapterConfig):
+    svd_iters: int = 0  # 0: exact SVD; k > 0: randomized SVD with k power iterations
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.svd_iters < 0:
+            raise ConfigError(f"svd_iters must be >= 0, got {self.svd_iters!r}.")
+
+
+@register("svfit")
+class Svfit(Adapter):
+    config_class = SvfitConfig
+    paper = "SVFit: Parameter-Efficient Fine-Tuning of Large Pre-Trained Models Using Singular Values"
+    url = "https://arxiv.org/abs/2409.05926"
+    trains = "the top-rank singular values σ (rank) of W; singular vectors frozen"
+
+    def __init__(self, base: nn.Linear, config: SvfitConfig):
+        super().__init__(base, config)
+        rank = config.rank
+        self.register_buffer("left", torch.zeros(self.out_features, rank, **self.factory))  # U_r
+        self.register_buffer("right", torch.zeros(rank, self.in_features, **self.factory))  # V_rᵀ
+        self.register_buffer("init_values", torch.zeros(rank, **self.factory))  # S_r
+        self.singular_values = nn.Parameter(torch.zeros(rank, **self.factory))  # σ
+
+    def init_from_weight(self, weight: torch.Tensor) -> None:
+        rank, iters = self.config.rank, self.config.svd_iters
+        svd = randomized_svd(weight, rank, power_iters=iters) if iters else truncated_svd(weight, rank)
+        self.left.copy_(svd.U)
+        self.right.copy_(svd.Vh)
+        self.init_values.copy_(svd.S)
+        self.singular_values.data.copy_(svd.S)
+
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+        x = x.to(self.singular_values.dtype)
+        change = self.singular_values - self.init_values
+        return base_out + F.linear(F.linear(x, self.right) * change, self.left).to(base_out.dtype)
+
+    def delta_weight(self) -> torch.Tensor:
+        return (self.left * (self.singular_values - self.init_values)) @ self.right
