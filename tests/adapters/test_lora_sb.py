@@ -68,7 +68,9 @@ def test_first_step_is_closer_to_full_finetuning_than_loras():
     cos_lora = [_cosine(lora_step[n], full_step[n]) for n in names]
     assert mean(cos_sb) > mean(cos_lora)
     assert sum(s > l for s, l in zip(cos_sb, cos_lora)) >= 0.75 * len(names)
-    distance = lambda steps: mean([float((steps[n] - full_step[n]).norm() / full_step[n].norm()) for n in names])
+    def distance(steps):
+        return mean([float((steps[n] - full_step[n]).norm() / full_step[n].norm()) for n in names])
+
     assert distance(sb_step) < distance(lora_step)
     # The init itself is the best rank-r approximation of that first step.
     for n in names:

@@ -31,7 +31,8 @@ def test_bases_are_u_and_s_v_and_the_forward_is_s_b_r_a():
     model = rankwise.adapt(nn.Sequential(nn.Linear(20, 12)), "lora-xs", rank=3, alpha=6)
     layer, adapter = model[0], model[0].adapters["default"]
     U, S, Vh = torch.linalg.svd(layer.weight.detach(), full_matrices=False)
-    torch.testing.assert_close(adapter.lora_B @ adapter.lora_A, (U[:, :3] * S[:3]) @ Vh[:3], atol=1e-5, rtol=0)
+    top = (U[:, :3] * S[:3]) @ Vh[:3]
+    torch.testing.assert_close(adapter.lora_B @ adapter.lora_A, top, atol=1e-5, rtol=0)
     torch.testing.assert_close(adapter.lora_B.T @ adapter.lora_B, torch.eye(3), atol=1e-5, rtol=0)
     assert torch.count_nonzero(adapter.lora_R) == 0  # exact identity at init
     with torch.no_grad():

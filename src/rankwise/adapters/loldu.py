@@ -38,7 +38,8 @@ class LolduConfig(AdapterConfig):
 @register("loldu")
 class Loldu(Adapter):
     config_class = LolduConfig
-    paper = "LoLDU: Low-Rank Adaptation via Lower-Diag-Upper Decomposition for Parameter-Efficient Fine-Tuning"
+    paper = ("LoLDU: Low-Rank Adaptation via Lower-Diag-Upper Decomposition for Parameter-Efficient "
+             "Fine-Tuning")
     url = "https://arxiv.org/abs/2410.13618"
     trains = "the diagonal z (rank) of W's pivoted LDU factors and its scale σ (1)"
 

@@ -49,11 +49,14 @@ class LoraSbConfig(LoraXsConfig):
             raise ConfigError(f"init_lr must be positive, got {self.init_lr!r}.")
 
 
-def summed_weight_gradients(model: nn.Module, weights: list[torch.Tensor], batches: list[dict]) -> list[torch.Tensor]:
+def summed_weight_gradients(
+    model: nn.Module, weights: list[torch.Tensor], batches: list[dict]
+) -> list[torch.Tensor]:
     """Σ over batches of ∂loss/∂W for frozen weights, in float32. Every requires_grad flag, every .grad
-    and the train/eval mode are as before afterwards (gradients come from autograd.grad, not .grad)."""
+    and every module's train/eval mode are as before afterwards (the gradients come from autograd.grad,
+    so no .grad is written)."""
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     sums = [torch.zeros(w.shape, dtype=torch.float32, device=w.device) for w in weights]
     try:
         for param, _ in flags:
@@ -62,13 +65,15 @@ def summed_weight_gradients(model: nn.Module, weights: list[torch.Tensor], batch
             weight.requires_grad_(True)
         model.train()  # as the authors: the gradient of the training-mode loss
         for batch in batches:
-            grads = torch.autograd.grad(model(**batch).loss, weights)
+            grads = torch.autograd.grad(model(**batch).loss, weights, allow_unused=True)
             for total, grad in zip(sums, grads):
-                total += grad.float()
+                if grad is not None:  # a layer the loss does not reach keeps a zero gradient
+                    total += grad.float()
     finally:
         for param, flag in flags:
             param.requires_grad_(flag)
-        model.train(was_training)
+        for module, mode in modes:
+            module.training = mode
     return sums
 
 
@@ -80,7 +85,8 @@ def first_update(grad_sum: torch.Tensor, batches: int, lr: float, kind: str) -> 
 @register("lora-sb")
 class LoraSb(LoraXs):
     config_class = LoraSbConfig
-    paper = "Initialization using Update Approximation is a Silver Bullet for Extremely Efficient Low-Rank Fine-Tuning"
+    paper = ("Initialization using Update Approximation is a Silver Bullet for Extremely Efficient "
+             "Low-Rank Fine-Tuning")
     url = "https://arxiv.org/abs/2411.19557"
     trains = "R (rank×rank) between frozen bases of the approximate first full fine-tuning update"
     identity_at_init = False  # the paper starts from W + trunc_r(ΔW₁), once init_from_data has run

@@ -39,7 +39,7 @@ from .lora import Lora, LoraConfig
 
 @dataclass
 class LoraSqueezeConfig(LoraConfig):
-    source_rank: int | None = None  # training rank r_src; None: 2 × rank (capped at each layer's min(out, in))
+    source_rank: int | None = None  # training rank r_src; None: 2 × rank; capped at each layer's min(out, in)
     squeeze_start: int = 0  # step where annealing begins
     squeeze_steps: int = 1000  # steps to anneal from r_src down to rank
     squeeze_every: int = 100  # re-factorise at most this often
@@ -47,10 +47,11 @@ class LoraSqueezeConfig(LoraConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.source_rank is not None and (not isinstance(self.source_rank, int) or self.source_rank < self.rank):
-            raise ConfigError(f"source_rank must be an integer >= rank ({self.rank}), got {self.source_rank!r}.")
+        source = self.source_rank
+        if source is not None and (not isinstance(source, int) or source < self.rank):
+            raise ConfigError(f"source_rank must be an integer >= rank ({self.rank}), got {source!r}.")
         if self.squeeze_start < 0 or self.squeeze_steps < 0 or self.squeeze_every < 1 or self.svd_iters < 0:
-            raise ConfigError("squeeze_start, squeeze_steps and svd_iters must be >= 0 and squeeze_every >= 1.")
+            raise ConfigError("squeeze_start, squeeze_steps and svd_iters must be >= 0, squeeze_every >= 1.")
 
 
 def squeezed_factors(B, A, rank: int, scale: float, new_scale: float, svd_iters: int = 0):

@@ -69,7 +69,9 @@ class LoraXs(Adapter):
         self.lora_B.copy_(B)
         self.lora_A.copy_(A)
         with torch.no_grad():
-            self.lora_R.normal_(0.0, self.config.init_std) if self.config.init_std > 0 else self.lora_R.zero_()
+            self.lora_R.zero_()
+            if self.config.init_std > 0:
+                self.lora_R.normal_(0.0, self.config.init_std)
 
     def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
         x = self.dropout(x.to(self.lora_R.dtype))

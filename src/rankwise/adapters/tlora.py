@@ -78,14 +78,16 @@ def zero_tt_cores(out_dims: list[int], in_dims: list[int], rank: int, **factory)
 @register("tlora")
 class Tlora(Adapter):
     config_class = TloraConfig
-    paper = "Transformed Low-rank Adaptation via Tensor Decomposition and Its Applications to Text-to-image Models"
+    paper = ("Transformed Low-rank Adaptation via Tensor Decomposition and Its Applications to "
+             "Text-to-image Models")
     url = "https://arxiv.org/abs/2501.08727"
     trains = "tensor-train cores of a full-rank transform T and of a residual ΔW"
 
     def __init__(self, base: nn.Linear, config: TloraConfig):
         super().__init__(base, config)
         order = config.tensor_order
-        out_dims, in_dims = balanced_factors(self.out_features, order), balanced_factors(self.in_features, order)
+        out_dims = balanced_factors(self.out_features, order)
+        in_dims = balanced_factors(self.in_features, order)
         side_dims = out_dims if config.side == "output" else in_dims
         self.transform = nn.ParameterList(identity_tt_cores(side_dims, config.transform_rank, **self.factory))
         self.residual = nn.ParameterList(zero_tt_cores(out_dims, in_dims, config.rank, **self.factory))

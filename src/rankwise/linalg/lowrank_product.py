@@ -18,7 +18,9 @@ def _thin(B: torch.Tensor, A: torch.Tensor, scale: float) -> tuple[torch.Tensor,
     return B.detach().float() * scale, A.detach().float()
 
 
-def product_svd(B: torch.Tensor, A: torch.Tensor, rank: int | None = None, scale: float = 1.0) -> LowRankFactors:
+def product_svd(
+    B: torch.Tensor, A: torch.Tensor, rank: int | None = None, scale: float = 1.0
+) -> LowRankFactors:
     """Exact SVD of scale · B A, cut to its top `rank` triplets (all k when rank is None).
 
     With thin QRs B = Q_B R_B and Aᵀ = Q_A R_A,  s B A = Q_B (s R_B R_Aᵀ) Q_Aᵀ;  the SVD Ũ Σ Ṽᵀ of the

@@ -19,7 +19,7 @@ import torch
 
 @dataclass
 class LDUFactors:
-    """W = (L diag(D) U)[rows]: `rows` (out,) is the pivoting as a row gather, L (out, k), D (k,), U (k, in)."""
+    """W = (L diag(D) U)[rows], the pivoting as a row gather; rows (out,), L (out, k), D (k,), U (k, in)."""
 
     rows: torch.Tensor
     L: torch.Tensor
