@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
 import rankwise
-from .io_helpers import adapted_llama, adapter_state, file_bytes, logits, make_tiny_llama
-from rankwise.adapters import adapter_names, get_config
+from rankwise.adapters import adapted_layers, adapter_names, get_config, hooks
 from rankwise.errors import ConfigError
 from rankwise.io import load_adapter, save_adapter
+
+from .io_helpers import adapted_llama, adapter_state, file_bytes, logits, make_tiny_llama, perturb
 
 METHODS = rankwise.ADAPTERS.names()
 
@@ -101,3 +103,45 @@ def test_unknown_format_is_rejected(tmp_path):
 
 def test_top_level_exports():
     assert rankwise.save_adapter is save_adapter and rankwise.load_adapter is load_adapter
+
+
+def _with_one_layer_replaced(method: str, **changes):
+    """A `lora` adapter whose first layer was swapped for `method` with other settings (as SoRA's finalize does)."""
+    model = adapted_llama("lora")
+    path, layer = next(iter(adapted_layers(model).items()))
+    config = dataclasses.replace(layer.adapters["default"].config, **changes)
+    cls = rankwise.ADAPTERS.get(method)
+    layer.adapters["default"] = cls(layer.base, cls.config_class(**config.to_dict()))
+    return perturb(model, seed=7), path
+
+
+def test_layers_with_their_own_config_round_trip(tmp_path, tiny_ids):
+    model, odd_path = _with_one_layer_replaced("lora", rank=2, alpha=5.0)
+    save_adapter(model, tmp_path / "a")
+    meta = json.loads((tmp_path / "a" / "adapter.json").read_text())
+    assert meta["config"]["rank"] == 4
+    assert list(meta["layer_configs"]) == [odd_path] and meta["layer_configs"][odd_path]["rank"] == 2
+    loaded = load_adapter(make_tiny_llama(), tmp_path / "a")
+    assert torch.equal(logits(loaded, tiny_ids), logits(model, tiny_ids))
+    assert adapted_layers(loaded)[odd_path].adapters["default"].config.alpha == 5.0
+    assert adapter_names(loaded) == ["default"] and rankwise.adapters.active_adapters(loaded) == ["default"]
+    save_adapter(loaded, tmp_path / "b")
+    assert file_bytes(tmp_path / "a") == file_bytes(tmp_path / "b")
+
+
+def test_an_adapter_mixing_methods_is_refused(tmp_path):
+    model, _ = _with_one_layer_replaced("dora")
+    with pytest.raises(ConfigError, match=r"mixes methods \['dora', 'lora'\]"):
+        save_adapter(model, tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_finalized_adapters_round_trip(method, tmp_path, tiny_ids):
+    # finalize may replace a method's layers with others (SoRA prunes to a plain LoRA per layer).
+    model = adapted_llama(method)
+    hooks.finalize(model)
+    expected = logits(model, tiny_ids)
+    save_adapter(model, tmp_path / "a")
+    loaded = load_adapter(make_tiny_llama(), tmp_path / "a")
+    assert (logits(loaded, tiny_ids) - expected).abs().max() <= 1e-5

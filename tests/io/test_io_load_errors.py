@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from .io_helpers import adapted_llama, logits, make_tiny_llama
 from rankwise.adapters import adapted_layers
 from rankwise.errors import AdapterFileError, ConfigError
 from rankwise.io import load_adapter, load_tensors, read_json, save_adapter, save_tensors, write_json
 from rankwise.io.readers import sha256_file
+
+from .io_helpers import adapted_llama, logits, make_tiny_llama
 
 
 @pytest.fixture

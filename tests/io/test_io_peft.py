@@ -12,10 +12,11 @@ peft = pytest.importorskip("peft")
 
 import rankwise  # noqa: E402
 import rankwise.io.peft_format as peft_format  # noqa: E402
-from .io_helpers import adapted_llama, file_bytes, logits, make_tiny_llama  # noqa: E402
 from rankwise.adapters import adapted_layers, get_config  # noqa: E402
 from rankwise.errors import AdapterFileError, BaseModelMismatch, ConfigError  # noqa: E402
 from rankwise.io import load_adapter, save_adapter  # noqa: E402
+
+from .io_helpers import adapted_llama, file_bytes, logits, make_tiny_llama  # noqa: E402
 
 TOLERANCE = 1e-5
 PEFT_FLAGS = {"lora": {}, "rslora": {"use_rslora": True}, "dora": {"use_dora": True}}
@@ -100,8 +101,8 @@ def test_peft_round_trip_through_rankwise_format(tmp_path, tiny_ids):
 
 
 @pytest.mark.parametrize("field, value", [
-    ("peft_type", "LOHA"), ("fan_in_fan_out", True), ("bias", "all"), ("rank_pattern", {"q_proj": 2}),
-    ("alpha_pattern", {"q_proj": 2}), ("modules_to_save", ["lm_head"]), ("init_lora_weights", "pissa"),
+    ("peft_type", "LOHA"), ("fan_in_fan_out", True), ("bias", "all"), ("rank_pattern", ["q_proj"]),
+    ("alpha_pattern", {"q_proj[": 2}), ("modules_to_save", ["lm_head"]), ("init_lora_weights", "pissa"),
     ("lora_bias", True), ("use_rslora", True),  # use_rslora on top of use_dora
 ])
 def test_unsupported_peft_configs_name_the_field(field, value, tmp_path, tiny_ids):
@@ -160,3 +161,60 @@ def test_methods_without_a_peft_equivalent_are_refused(tmp_path, monkeypatch):
         save_adapter(adapted_llama("dora"), tmp_path / "a", format="peft")
     assert not (tmp_path / "a").exists()
 
+
+
+def _per_layer_peft_model():
+    config = peft.LoraConfig(r=4, lora_alpha=12, target_modules=["q_proj", "v_proj", "down_proj"],
+                             rank_pattern={"q_proj": 2}, alpha_pattern={"layers.1.mlp.down_proj": 3})
+    model = peft.get_peft_model(make_tiny_llama(), config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.add_(torch.randn_like(param) * 0.1)
+    return model.eval()
+
+
+def test_per_layer_ranks_and_alphas_import_from_peft(tmp_path, tiny_ids):
+    in_peft = _per_layer_peft_model()
+    in_peft.save_pretrained(str(tmp_path / "p"))
+    model = load_adapter(make_tiny_llama(), tmp_path / "p")
+    assert (logits(model, tiny_ids) - logits(in_peft, tiny_ids)).abs().max() <= TOLERANCE
+    layers = {path: layer.adapters["default"] for path, layer in adapted_layers(model).items()}
+    assert layers["model.layers.0.self_attn.q_proj"].config.rank == 2
+    assert layers["model.layers.0.self_attn.v_proj"].config.rank == 4
+    assert layers["model.layers.1.mlp.down_proj"].config.alpha == 3.0
+    assert layers["model.layers.0.mlp.down_proj"].config.alpha == 12.0
+
+
+def test_per_layer_configs_round_trip_in_both_formats(tmp_path, tiny_ids):
+    in_peft = _per_layer_peft_model()
+    expected = logits(in_peft, tiny_ids)
+    in_peft.save_pretrained(str(tmp_path / "p"))
+    model = load_adapter(make_tiny_llama(), tmp_path / "p")
+
+    save_adapter(model, tmp_path / "r")
+    meta = json.loads((tmp_path / "r" / "adapter.json").read_text())
+    assert meta["config"]["rank"] == 4 and len(meta["layer_configs"]) == 3  # two q_proj, one down_proj
+    reloaded = load_adapter(make_tiny_llama(), tmp_path / "r")
+    assert torch.equal(logits(reloaded, tiny_ids), logits(model, tiny_ids))
+    save_adapter(reloaded, tmp_path / "r2")
+    assert file_bytes(tmp_path / "r") == file_bytes(tmp_path / "r2")
+
+    save_adapter(reloaded, tmp_path / "e", format="peft")
+    exported = json.loads((tmp_path / "e" / "adapter_config.json").read_text())
+    assert exported["rank_pattern"] == {r"model\.layers\.0\.self_attn\.q_proj": 2, r"model\.layers\.1\.self_attn\.q_proj": 2}
+    assert exported["alpha_pattern"] == {r"model\.layers\.1\.mlp\.down_proj": 3}
+    back_in_peft = peft.PeftModel.from_pretrained(make_tiny_llama(), str(tmp_path / "e")).eval()
+    assert (logits(back_in_peft, tiny_ids) - expected).abs().max() <= TOLERANCE
+
+
+def test_peft_export_refuses_layers_differing_beyond_rank_and_alpha(tmp_path):
+    import dataclasses
+
+    model = adapted_llama("lora")
+    layer = next(iter(adapted_layers(model).values())).adapters["default"]
+    layer.config = dataclasses.replace(layer.config, dropout=0.1)
+    with pytest.raises(ConfigError, match="more than rank and alpha"):
+        save_adapter(model, tmp_path / "a", format="peft")
+    save_adapter(model, tmp_path / "r")  # the rankwise format keeps any per-layer config
+    assert "dropout" in json.dumps(json.loads((tmp_path / "r" / "adapter.json").read_text())["layer_configs"])

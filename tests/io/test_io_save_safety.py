@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import rankwise.io.adapter_file as adapter_file
-from .io_helpers import adapted_llama, file_bytes, logits, make_tiny_llama
 from rankwise.errors import AdapterFileError
 from rankwise.io import load_adapter, save_adapter
+
+from .io_helpers import adapted_llama, file_bytes, logits, make_tiny_llama
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ rankwise format (format_version 1):
     adapter.safetensors  {"<module path>.<tensor>": tensor}, e.g. "model.layers.0.self_attn.q_proj.lora_A"
                          (the adapter's state_dict keys, prefixed by the path of the layer it wraps)
     adapter.json         format_version, rankwise_version, method, name, config (config.to_dict()),
-                         targets (the exact module paths), base_model (fingerprint.py), weights_sha256
+                         targets (the exact module paths), base_model (fingerprint.py), weights_sha256,
+                         and layer_configs {path: config} for layers whose config differs (per-layer ranks)
 A directory is written as a whole through atomic_directory: a failed or interrupted save leaves the
 previous adapter there untouched. load_adapter picks the format from which config file exists.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 from torch import nn
 
-from ..adapters import ADAPTERS, get_config, layers_of
+from ..adapters import ADAPTERS, AdapterConfig, layers_of
 from ..errors import AdapterFileError, ConfigError
 from .atomic import atomic_directory, save_tensors, write_json
 from .attach import attach
@@ -31,7 +32,8 @@ PEFT_WEIGHTS_FILE, PEFT_CONFIG_FILE = "adapter_model.safetensors", "adapter_conf
 # Files a save may replace; anything else in the directory means it is not an adapter directory.
 ADAPTER_DIR_FILES = {WEIGHTS_FILE, META_FILE, PEFT_WEIGHTS_FILE, PEFT_CONFIG_FILE, "README.md"}
 _REQUIRED_KEYS = ("method", "config", "targets")
-_KNOWN_KEYS = {"format_version", "rankwise_version", "name", "base_model", "weights_sha256", *_REQUIRED_KEYS}
+_KNOWN_KEYS = {"format_version", "rankwise_version", "name", "base_model", "weights_sha256", "layer_configs",
+               *_REQUIRED_KEYS}
 
 
 def rankwise_version() -> str:
@@ -40,8 +42,22 @@ def rankwise_version() -> str:
     return __version__
 
 
-def _method_of(model: nn.Module, name: str) -> str:
-    return next(iter(layers_of(model, name).values())).name
+def adapter_layout(model: nn.Module, name: str) -> tuple[str, AdapterConfig, dict[str, AdapterConfig]]:
+    """(method, the config most layers share, {path: config} of the layers whose config differs from it).
+
+    Layers usually share one config; methods that prune per layer (SoRA's finalize) leave different ranks.
+    """
+    layers = layers_of(model, name)
+    methods = {type(adapter).name for adapter in layers.values()}
+    if len(methods) > 1:
+        raise ConfigError(
+            f"adapter {name!r} mixes methods {sorted(methods)} across its layers; an adapter file holds one "
+            "method. Save each method under its own adapter name."
+        )
+    configs = [adapter.config for adapter in layers.values()]
+    common = max(configs, key=lambda config: sum(other == config for other in configs))  # first of the most used
+    overrides = {path: adapter.config for path, adapter in layers.items() if adapter.config != common}
+    return methods.pop(), common, overrides
 
 
 def _refuse_foreign_files(directory: Path) -> None:
@@ -77,15 +93,18 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, name: str = "de
         for path, adapter in layers_of(model, name).items()
         for key, value in adapter.state_dict().items()
     }
+    method, config, overrides = adapter_layout(model, name)
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "rankwise_version": rankwise_version(),
-        "method": _method_of(model, name),
+        "method": method,
         "name": name,
-        "config": get_config(model, name).to_dict(),
+        "config": config.to_dict(),
         "targets": list(layers_of(model, name)),
         "base_model": model_fingerprint(model),
     }
+    if overrides:  # only when layers differ, so ordinary files stay as they were
+        meta["layer_configs"] = {path: layer_config.to_dict() for path, layer_config in overrides.items()}
     _refuse_foreign_files(directory)
     with atomic_directory(directory) as tmp:
         save_tensors(tmp / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
@@ -130,7 +149,8 @@ def _check_meta(meta: dict[str, Any], source: Path) -> None:
             f"{source} was written by rankwise {meta.get('rankwise_version', '?')} in adapter format {version}; "
             f"this rankwise {rankwise_version()} reads formats up to {FORMAT_VERSION}. Upgrade rankwise."
         )
-    wrong_types = [key for key, kind in (("method", str), ("config", dict), ("targets", list)) if not isinstance(meta[key], kind)]
+    kinds = (("method", str), ("config", dict), ("targets", list), ("layer_configs", dict))
+    wrong_types = [key for key, kind in kinds if key in meta and not isinstance(meta[key], kind)]
     if wrong_types or not all(isinstance(path, str) for path in meta["targets"]):
         raise AdapterFileError(f"{source}: {wrong_types or ['targets']} has the wrong JSON type; the file was edited.")
     unknown = sorted(set(meta) - _KNOWN_KEYS)
@@ -148,10 +168,14 @@ def _load_rankwise(model: nn.Module, directory: Path, name: str | None, allow_ba
     meta = read_json(meta_path)
     _check_meta(meta, meta_path)
     method = meta["method"]
-    try:
-        config = ADAPTERS.get(method).config_class.from_dict(meta["config"])
-    except (ConfigError, TypeError) as err:
-        raise ConfigError(f"{meta_path}: the saved {method} config is invalid: {err}") from None
+    config = _parse_config(method, meta["config"], meta_path, "config")
+    layer_configs = {
+        path: _parse_config(method, values, meta_path, f"layer_configs[{path!r}]")
+        for path, values in meta.get("layer_configs", {}).items()
+    }
+    stray = sorted(set(layer_configs) - set(meta["targets"]))
+    if stray:
+        raise AdapterFileError(f"{meta_path}: layer_configs names modules not in targets: {stray[:5]}.")
     if "base_model" in meta:
         check_base(meta["base_model"], model, allow_base_mismatch, meta_path)
     else:
@@ -166,4 +190,13 @@ def _load_rankwise(model: nn.Module, directory: Path, name: str | None, allow_ba
             "saving. Re-copy or re-save the adapter."
         )
     loaded_name = name if name is not None else str(meta.get("name", "default"))
-    return attach(model, method, loaded_name, config, meta["targets"], tensors, weights_path)
+    return attach(model, method, loaded_name, config, meta["targets"], tensors, weights_path, layer_configs)
+
+
+def _parse_config(method: str, values: Any, source: Path, where: str) -> AdapterConfig:
+    if not isinstance(values, dict):
+        raise AdapterFileError(f"{source}: {where} is not a JSON object; the file was edited.")
+    try:
+        return ADAPTERS.get(method).config_class.from_dict(values)
+    except (ConfigError, TypeError) as err:
+        raise ConfigError(f"{source}: the saved {method} {where} is invalid: {err}") from None

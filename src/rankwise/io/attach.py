@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import secrets
 from typing import Mapping
 
 import torch
 from torch import nn
 
-from ..adapters import ADAPTERS, AdaptedModule, AdapterConfig, adapt, adapter_names, layers_of
+from ..adapters import ADAPTERS, AdaptedModule, AdapterConfig, adapt, adapter_names, layers_of, set_active
 from ..errors import AdapterFileError, ConfigError
 
 _SHOWN = 5  # how many names of each problem an error lists
@@ -99,9 +100,28 @@ def _exact_pattern(paths: list[str]) -> str:
     return "(?:" + "|".join(re.escape(path) for path in paths) + ")"
 
 
+def _config_groups(config: AdapterConfig, targets: list[str],
+                   layer_configs: Mapping[str, AdapterConfig]) -> list[tuple[AdapterConfig, list[str]]]:
+    """[(config, paths)] with the layers that share a config together, in target order."""
+    groups: list[tuple[AdapterConfig, list[str]]] = []
+    for path in targets:
+        wanted = layer_configs.get(path, config)
+        group = next((paths for cfg, paths in groups if cfg == wanted), None)
+        if group is None:
+            groups.append((wanted, [path]))
+        else:
+            group.append(path)
+    return groups
+
+
 def attach(model: nn.Module, method: str, name: str, config: AdapterConfig, targets: list[str],
-           tensors: Mapping[str, torch.Tensor], source: str | os.PathLike) -> nn.Module:
-    """Check `tensors` against `method` on exactly `targets`, then add them to `model` as adapter `name`."""
+           tensors: Mapping[str, torch.Tensor], source: str | os.PathLike,
+           layer_configs: Mapping[str, AdapterConfig] | None = None) -> nn.Module:
+    """Check `tensors` against `method` on exactly `targets`, then add them to `model` as adapter `name`.
+
+    `layer_configs` gives the layers whose config differs from `config` (e.g. per-layer ranks left by
+    SoRA's pruning, or PEFT's rank_pattern).
+    """
     if name in adapter_names(model):
         raise ConfigError(
             f"the model already has an adapter named {name!r}; pass name=... to load {source} under "
@@ -109,12 +129,24 @@ def attach(model: nn.Module, method: str, name: str, config: AdapterConfig, targ
         )
     if not targets:
         raise AdapterFileError(f"{source} lists no adapted modules; it is empty or was edited.")
-    check_state(expected_state(model, method, config, targets, source), tensors, source)
-    exact = dataclasses.replace(config, targets=_exact_pattern(targets), exclude=[])
-    adapt(model, method, name=name, config=exact, state=tensors)
+    groups = _config_groups(config, targets, layer_configs or {})
+    expected: dict[str, tuple[int, ...]] = {}
+    for group_config, paths in groups:
+        expected.update(expected_state(model, method, group_config, paths, source))
+    check_state(expected, tensors, source)
+    # adapt() takes one config per call: attach each group under a temporary name, then rename.
+    token = secrets.token_hex(4)
+    staging = [name] if len(groups) == 1 else [f"loading_{token}_{i}" for i in range(len(groups))]
+    for part, (group_config, paths) in zip(staging, groups):
+        exact = dataclasses.replace(group_config, targets=_exact_pattern(paths), exclude=[])
+        adapt(model, method, name=part, config=exact, state=tensors)
+        for path, adapter in layers_of(model, part).items():
+            adapter.config = group_config  # keep the user's own targets, so a re-save writes the same config
+            if part != name:
+                layer = model.get_submodule(path)
+                layer.adapters[name] = layer.adapters.pop(part)
+    set_active(model, name)
     layers = layers_of(model, name)
-    for adapter in layers.values():
-        adapter.config = config  # keep the user's own targets, so a re-save writes the same config
     if set(layers) != set(targets):  # cannot happen unless adapt's target matching changes
         raise AdapterFileError(f"{source}: loaded onto {sorted(set(layers) ^ set(targets))[:_SHOWN]} unexpectedly.")
     return model

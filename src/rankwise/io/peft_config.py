@@ -9,6 +9,8 @@ ignored when empty and warned about, once, when set.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,6 @@ _UNSUPPORTED = {
     "fan_in_fan_out": "transposed (Conv1D-style) weights",
     "lora_bias": "a trainable bias on lora_B",
     "modules_to_save": "full copies of extra modules",
-    "rank_pattern": "per-layer ranks",
-    "alpha_pattern": "per-layer alphas",
     "use_qalora": "QA-LoRA pooling",
     "use_bdlora": "block-diagonal LoRA",
     "alora_invocation_tokens": "activated LoRA (adapter active after an invocation only)",
@@ -41,6 +41,7 @@ _IGNORED = {
     "peft_type", "task_type", "peft_version", "auto_mapping", "base_model_name_or_path", "revision",
     "inference_mode", "target_modules", "exclude_modules", "layers_to_transform", "layers_pattern",
     "r", "lora_alpha", "lora_dropout", "use_rslora", "use_dora", "bias", "init_lora_weights",
+    "rank_pattern", "alpha_pattern",  # applied per layer by layer_configs_from_peft
     "megatron_core", "loftq_config", "eva_config", "corda_config", "lora_ga_config", "qalora_group_size",
     "ensure_weight_tying", "runtime_config",
     "velora_config",  # VeLoRA changes only the backward pass (PEFT's field help); outputs are LoRA's
@@ -101,8 +102,69 @@ def rankwise_config_from_peft(cfg: dict[str, Any], source: Path) -> tuple[str, A
     return method, config
 
 
+def _pattern(cfg: dict[str, Any], field: str, source: Path) -> dict[str, Any]:
+    patterns = cfg.get(field) or {}
+    if not isinstance(patterns, dict):
+        raise ConfigError(f"{source}: {field} must be a JSON object of regex -> value, got {patterns!r}.")
+    for key in patterns:
+        try:
+            re.compile(key)
+        except re.error as err:
+            raise ConfigError(f"{source}: {field} key {key!r} is not a valid regex ({err}).") from None
+    return patterns
+
+
+def _pattern_value(patterns: dict[str, Any], path: str, default: Any) -> Any:
+    # PEFT's rule (peft.utils.other.get_pattern_key): the first key matching a dotted suffix of the path.
+    for key, value in patterns.items():
+        if re.match(rf"(.*\.)?({key})$", path):
+            return value
+    return default
+
+
+def layer_configs_from_peft(cfg: dict[str, Any], config: AdapterConfig, targets: list[str],
+                            source: Path) -> dict[str, AdapterConfig]:
+    """{path: config} for the layers PEFT's rank_pattern / alpha_pattern give another rank or alpha."""
+    ranks, alphas = _pattern(cfg, "rank_pattern", source), _pattern(cfg, "alpha_pattern", source)
+    found = {}
+    for path in targets:
+        rank = _pattern_value(ranks, path, config.rank)
+        alpha = float(_pattern_value(alphas, path, config.alpha))
+        if (rank, alpha) != (config.rank, config.alpha):
+            try:
+                found[path] = dataclasses.replace(config, rank=rank, alpha=alpha)
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"{source}: rank_pattern/alpha_pattern give {path} invalid settings: {err}") from None
+    return found
+
+
+def peft_patterns(config: AdapterConfig, layer_configs: dict[str, AdapterConfig],
+                  factor: int) -> tuple[dict[str, int], dict[str, float]]:
+    """PEFT's (rank_pattern, alpha_pattern) for layers whose rank or alpha differ from `config`."""
+    ranks, alphas = {}, {}
+    for path, layer_config in layer_configs.items():
+        other = {k: v for k, v in layer_config.to_dict().items() if k not in ("rank", "alpha", "targets", "exclude")}
+        if other != {k: v for k, v in config.to_dict().items() if k in other}:
+            raise ConfigError(
+                f"{path} differs from the adapter's other layers in more than rank and alpha; PEFT's file "
+                "format has per-layer rank_pattern and alpha_pattern only. Save with format='rankwise'."
+            )
+        key = re.escape(path)  # PEFT matches "(.*\.)?(key)$": a full path matches only itself
+        if layer_config.rank != config.rank:
+            ranks[key] = layer_config.rank * factor
+        if layer_config.alpha != config.alpha:
+            alphas[key] = _json_number(layer_config.alpha * factor)
+    return ranks, alphas
+
+
+def _json_number(value: float) -> int | float:
+    # PEFT declares lora_alpha an int; write one when exact so the file looks like PEFT's own.
+    return int(value) if float(value).is_integer() else value
+
+
 def peft_config_for(method: str, config: AdapterConfig, rank: int, alpha: float, targets: list[str],
-                    base_name: str | None) -> dict[str, Any]:
+                    base_name: str | None, rank_pattern: dict | None = None,
+                    alpha_pattern: dict | None = None) -> dict[str, Any]:
     """The adapter_config.json PEFT needs to rebuild this adapter (PEFT fills the other fields)."""
     return {
         "peft_type": "LORA",
@@ -110,8 +172,7 @@ def peft_config_for(method: str, config: AdapterConfig, rank: int, alpha: float,
         "base_model_name_or_path": base_name,
         "revision": None,
         "r": rank,
-        # PEFT declares lora_alpha an int; write one when exact so the file looks like PEFT's own.
-        "lora_alpha": int(alpha) if float(alpha).is_integer() else alpha,
+        "lora_alpha": _json_number(alpha),
         "lora_dropout": config.dropout,
         "target_modules": targets,  # full module paths: PEFT matches them exactly
         "use_rslora": method == "rslora",
@@ -122,8 +183,8 @@ def peft_config_for(method: str, config: AdapterConfig, rank: int, alpha: float,
         "inference_mode": True,
         "lora_bias": False,
         "modules_to_save": None,
-        "rank_pattern": {},
-        "alpha_pattern": {},
+        "rank_pattern": rank_pattern or {},
+        "alpha_pattern": alpha_pattern or {},
         "exclude_modules": None,
         "layers_to_transform": None,
         "layers_pattern": None,

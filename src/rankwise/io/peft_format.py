@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..adapters import get_config, layers_of
+from ..adapters import layers_of
 from ..errors import AdapterFileError, ConfigError
-from .adapter_file import PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, rankwise_version
+from .adapter_file import PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, adapter_layout, rankwise_version
 from .atomic import atomic_directory, save_tensors, write_json
 from .attach import attach
 from .fingerprint import check_base, model_fingerprint
-from .peft_config import peft_config_for, rankwise_config_from_peft
+from .peft_config import layer_configs_from_peft, peft_config_for, peft_patterns, rankwise_config_from_peft
 from .readers import load_tensors, read_json
 
 KEY_PREFIX = "base_model.model."
@@ -66,13 +66,12 @@ EXPORTABLE = tuple(PEFT_EXPORTS)
 def save_peft_adapter(model: nn.Module, directory: Path, name: str = "default") -> Path:
     """Write adapter `name` in PEFT's format (see the module docstring for the mapping)."""
     layers = layers_of(model, name)
-    method = next(iter(layers.values())).name
+    method, config, layer_configs = adapter_layout(model, name)
     if method not in EXPORTABLE:
         raise ConfigError(
             f"PEFT export supports {', '.join(EXPORTABLE)}; {method!r} has no exact PEFT LoRA equivalent. "
             "Save it with format='rankwise' instead."
         )
-    config = get_config(model, name)
     tensors, factor = {}, 1
     for path, adapter in layers.items():
         state, factor = PEFT_EXPORTS[method](adapter.state_dict())
@@ -80,8 +79,10 @@ def save_peft_adapter(model: nn.Module, directory: Path, name: str = "default") 
             tensors[f"{KEY_PREFIX}{path}.{PEFT_SUFFIX[key]}"] = value
     # rank × factor with alpha × factor keeps PEFT's scaling alpha / rank equal to rankwise's.
     rank, alpha = config.rank * factor, config.alpha * factor
+    rank_pattern, alpha_pattern = peft_patterns(config, layer_configs, factor)
     fingerprint = model_fingerprint(model)
-    peft_config = peft_config_for(method, config, rank, alpha, list(layers), fingerprint["name_or_path"])
+    peft_config = peft_config_for(method, config, rank, alpha, list(layers), fingerprint["name_or_path"],
+                                  rank_pattern, alpha_pattern)
     metadata = {
         "format": "pt",
         FINGERPRINT_METADATA: json.dumps(fingerprint, sort_keys=True),
@@ -119,7 +120,8 @@ def load_peft_adapter(model: nn.Module, directory: Path, name: str | None = None
                       allow_base_mismatch: bool = False) -> nn.Module:
     """Load a PEFT LoRA / rsLoRA / DoRA adapter directory onto `model` as rankwise adapter `name`."""
     config_path, weights_path = directory / PEFT_CONFIG_FILE, directory / PEFT_WEIGHTS_FILE
-    method, config = rankwise_config_from_peft(read_json(config_path), config_path)
+    peft_config = read_json(config_path)
+    method, config = rankwise_config_from_peft(peft_config, config_path)
     if not weights_path.exists():
         pickled = [p.name for p in directory.glob("adapter_model.*") if p.suffix in (".bin", ".pt", ".pth")]
         hint = (f" It holds {pickled[0]}, a pickle file rankwise never loads; convert it with PEFT "
@@ -135,4 +137,5 @@ def load_peft_adapter(model: nn.Module, directory: Path, name: str | None = None
     state, targets = rankwise_state_from_peft(tensors, weights_path)
     # PEFT's own patterns (suffixes, regexes, layers_to_transform) become the exact list of adapted modules.
     config = dataclasses.replace(config, targets=targets)
-    return attach(model, method, name or "default", config, targets, state, weights_path)
+    layer_configs = layer_configs_from_peft(peft_config, config, targets, config_path)
+    return attach(model, method, name or "default", config, targets, state, weights_path, layer_configs)
