@@ -9,9 +9,12 @@ from torch import nn
 
 import rankwise
 from rankwise.adapters import layers_of
+
 from ..conftest import TINY_VOCAB, make_tiny_llama
 
-__all__ = ["TINY_VOCAB", "make_tiny_llama", "adapted_llama", "perturb", "logits", "adapter_state", "file_bytes"]
+__all__ = [
+    "TINY_VOCAB", "make_tiny_llama", "adapted_llama", "perturb", "logits", "adapter_state", "file_bytes",
+]
 
 
 @torch.no_grad()

@@ -22,7 +22,8 @@ METHODS = rankwise.ADAPTERS.names()
 def test_round_trip_is_exact(method, tmp_path, tiny_ids):
     model = adapted_llama(method)
     expected = logits(model, tiny_ids)
-    assert not torch.allclose(expected, logits(make_tiny_llama(), tiny_ids), atol=1e-3)  # adapter does something
+    # the adapter really changes the output, so the comparison below means something
+    assert not torch.allclose(expected, logits(make_tiny_llama(), tiny_ids), atol=1e-3)
     save_adapter(model, tmp_path / "a")
 
     fresh = load_adapter(make_tiny_llama(), tmp_path / "a")
@@ -31,7 +32,8 @@ def test_round_trip_is_exact(method, tmp_path, tiny_ids):
     assert saved.keys() == loaded.keys()
     assert all(torch.equal(saved[k], loaded[k]) for k in saved)
     assert get_config(fresh) == get_config(model)
-    assert rankwise.trainable_parameters(fresh)["trainable"] == rankwise.trainable_parameters(model)["trainable"]
+    trainable = rankwise.trainable_parameters
+    assert trainable(fresh)["trainable"] == trainable(model)["trainable"]
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -48,7 +50,8 @@ def test_adapter_json_contents(tmp_path):
     assert meta["format_version"] == 1 and meta["rankwise_version"] == rankwise.__version__
     assert meta["method"] == "lora" and meta["name"] == "default"
     assert meta["config"] == get_config(model).to_dict()
-    assert meta["targets"] == [f"model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "v_proj")]
+    paths = [f"model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "v_proj")]
+    assert meta["targets"] == paths
     assert set(meta["base_model"]) >= {"structure", "weights", "dtype"}
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["adapter.json", "adapter.safetensors"]
 
@@ -73,7 +76,8 @@ def test_load_under_another_name_next_to_an_existing_adapter(tmp_path, tiny_ids)
     assert adapter_names(model) == ["default", "second"]
     rankwise.set_active(model, "second")
     rankwise.unload(model, "default")
-    assert torch.equal(logits(model, tiny_ids), logits(load_adapter(make_tiny_llama(), tmp_path / "a"), tiny_ids))
+    alone = load_adapter(make_tiny_llama(), tmp_path / "a")
+    assert torch.equal(logits(model, tiny_ids), logits(alone, tiny_ids))
 
 
 def test_saves_only_the_named_adapter(tmp_path):
@@ -92,7 +96,8 @@ def test_saved_merged_adapter_loads_unmerged_equivalent(tmp_path, tiny_ids):
     expected = logits(model, tiny_ids)
     rankwise.merge(model)
     save_adapter(model, tmp_path / "a")  # fingerprint ignores the merged (targeted) weights
-    assert torch.allclose(logits(load_adapter(make_tiny_llama(), tmp_path / "a"), tiny_ids), expected, atol=1e-5)
+    loaded = load_adapter(make_tiny_llama(), tmp_path / "a")
+    assert torch.allclose(logits(loaded, tiny_ids), expected, atol=1e-5)
 
 
 def test_unknown_format_is_rejected(tmp_path):
@@ -106,7 +111,8 @@ def test_top_level_exports():
 
 
 def _with_one_layer_replaced(method: str, **changes):
-    """A `lora` adapter whose first layer was swapped for `method` with other settings (as SoRA's finalize does)."""
+    """A `lora` adapter whose first layer was swapped for `method` with other settings (as SoRA's finalize
+    does)."""
     model = adapted_llama("lora")
     path, layer = next(iter(adapted_layers(model).items()))
     config = dataclasses.replace(layer.adapters["default"].config, **changes)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from rankwise.adapters import adapted_layers
 from rankwise.errors import AdapterFileError, ConfigError
 from rankwise.io import load_adapter, load_tensors, read_json, save_adapter, save_tensors, write_json
@@ -33,7 +34,8 @@ def _rewrite_tensors(directory: Path, edit) -> None:
     tensors, metadata = load_tensors(directory / "adapter.safetensors")
     edit(tensors)
     save_tensors(directory / "adapter.safetensors", tensors, metadata)
-    _edit_json(directory, lambda meta: meta.update(weights_sha256=sha256_file(directory / "adapter.safetensors")))
+    digest = sha256_file(directory / "adapter.safetensors")
+    _edit_json(directory, lambda meta: meta.update(weights_sha256=digest))
 
 
 def _fails_cleanly(directory: Path, error, match: str, tiny_ids) -> pytest.ExceptionInfo:
@@ -172,3 +174,27 @@ def test_pickle_files_are_never_opened(tmp_path):
     (directory / "adapter_model.bin").write_bytes(b"\x80\x04not really a pickle")
     with pytest.raises(AdapterFileError, match="neither"):
         load_adapter(make_tiny_llama(), directory)
+
+
+def test_nan_in_json_is_refused(saved, tiny_ids):
+    text = (saved / "adapter.json").read_text().replace('"alpha": 16.0', '"alpha": NaN')
+    (saved / "adapter.json").write_text(text)
+    _fails_cleanly(saved, AdapterFileError, "non-finite number NaN", tiny_ids)
+
+
+@pytest.mark.parametrize("bad_name", ["", "a.b", 3])
+def test_bad_adapter_names_are_refused(saved, bad_name, tiny_ids):
+    _edit_json(saved, lambda meta: meta.update(name=bad_name))
+    _fails_cleanly(saved, AdapterFileError, "adapter name", tiny_ids)
+
+
+def test_newer_fingerprint_version_warns_and_loads(saved):
+    _edit_json(saved, lambda meta: meta["base_model"].update(fingerprint_version=2, structure="other"))
+    with pytest.warns(UserWarning, match="fingerprint version 2 is newer"):
+        model = load_adapter(make_tiny_llama(), saved)
+    assert adapted_layers(model)
+
+
+def test_layer_configs_for_unknown_modules(saved, tiny_ids):
+    _edit_json(saved, lambda meta: meta.update(layer_configs={"model.nope": meta["config"]}))
+    _fails_cleanly(saved, AdapterFileError, "layer_configs names modules not in targets", tiny_ids)

@@ -107,3 +107,12 @@ def test_save_replaces_peft_files_with_rankwise_files(tmp_path):
     save_adapter(adapted_llama("lora"), directory, format="peft")
     save_adapter(adapted_llama("lora"), directory)
     assert sorted(p.name for p in directory.iterdir()) == ["adapter.json", "adapter.safetensors"]
+
+
+def test_hidden_files_count_as_other_files(tmp_path):
+    directory = tmp_path / "repo"
+    directory.mkdir()
+    (directory / ".git").mkdir()
+    with pytest.raises(AdapterFileError, match="holds other files \\(.git\\)"):
+        save_adapter(adapted_llama("lora"), directory)
+    assert (directory / ".git").is_dir()

@@ -55,7 +55,8 @@ def adapter_layout(model: nn.Module, name: str) -> tuple[str, AdapterConfig, dic
             "method. Save each method under its own adapter name."
         )
     configs = [adapter.config for adapter in layers.values()]
-    common = max(configs, key=lambda config: sum(other == config for other in configs))  # first of the most used
+    # the first of the most used configs
+    common = max(configs, key=lambda config: sum(other == config for other in configs))
     overrides = {path: adapter.config for path, adapter in layers.items() if adapter.config != common}
     return methods.pop(), common, overrides
 
@@ -64,8 +65,8 @@ def _refuse_foreign_files(directory: Path) -> None:
     # A save replaces the whole directory, so never point it at one holding other work.
     if directory.exists() and not directory.is_dir():
         raise AdapterFileError(f"{directory} is a file; save the adapter to a directory path.")
-    foreign = sorted(p.name for p in directory.iterdir() if not p.name.startswith(".")) if directory.is_dir() else []
-    foreign = [entry for entry in foreign if entry not in ADAPTER_DIR_FILES]
+    present = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+    foreign = [entry for entry in present if entry not in ADAPTER_DIR_FILES and entry != ".DS_Store"]
     if foreign:
         raise AdapterFileError(
             f"{directory} holds other files ({', '.join(foreign[:5])}); a save replaces the whole directory, "
@@ -146,24 +147,33 @@ def _check_meta(meta: dict[str, Any], source: Path) -> None:
         raise AdapterFileError(f"{source}: format_version {version!r} is not a positive integer.")
     if version > FORMAT_VERSION:
         raise AdapterFileError(
-            f"{source} was written by rankwise {meta.get('rankwise_version', '?')} in adapter format {version}; "
+            f"{source} was written by rankwise {meta.get('rankwise_version', '?')} in adapter format "
+            f"{version}; "
             f"this rankwise {rankwise_version()} reads formats up to {FORMAT_VERSION}. Upgrade rankwise."
         )
     kinds = (("method", str), ("config", dict), ("targets", list), ("layer_configs", dict))
     wrong_types = [key for key, kind in kinds if key in meta and not isinstance(meta[key], kind)]
     if wrong_types or not all(isinstance(path, str) for path in meta["targets"]):
-        raise AdapterFileError(f"{source}: {wrong_types or ['targets']} has the wrong JSON type; the file was edited.")
+        raise AdapterFileError(
+            f"{source}: {wrong_types or ['targets']} has the wrong JSON type; the file was edited."
+        )
+    name = meta.get("name", "default")
+    if not isinstance(name, str) or not name or "." in name:
+        raise AdapterFileError(f"{source}: adapter name {name!r} must be a non-empty string without '.'.")
     unknown = sorted(set(meta) - _KNOWN_KEYS)
     if unknown:
-        warnings.warn(f"{source}: ignoring unknown keys {unknown} (written by a newer rankwise?).", stacklevel=3)
+        warnings.warn(f"{source}: ignoring unknown keys {unknown} (written by a newer rankwise?).",
+                      stacklevel=3)
     if meta["method"] not in ADAPTERS:
         raise AdapterFileError(
-            f"{source} holds a {meta['method']!r} adapter, a method this rankwise {rankwise_version()} does not know "
-            f"(it knows {', '.join(ADAPTERS.names())}). Upgrade rankwise or import the module that registers it."
+            f"{source} holds a {meta['method']!r} adapter, a method this rankwise {rankwise_version()} does "
+            f"not know (it knows {', '.join(ADAPTERS.names())}). Upgrade rankwise or import the module that "
+            "registers it."
         )
 
 
-def _load_rankwise(model: nn.Module, directory: Path, name: str | None, allow_base_mismatch: bool) -> nn.Module:
+def _load_rankwise(model: nn.Module, directory: Path, name: str | None,
+                   allow_base_mismatch: bool) -> nn.Module:
     meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE
     meta = read_json(meta_path)
     _check_meta(meta, meta_path)
@@ -179,9 +189,12 @@ def _load_rankwise(model: nn.Module, directory: Path, name: str | None, allow_ba
     if "base_model" in meta:
         check_base(meta["base_model"], model, allow_base_mismatch, meta_path)
     else:
-        warnings.warn(f"{meta_path} has no base_model fingerprint; cannot check it fits this model.", stacklevel=3)
+        warnings.warn(f"{meta_path} has no base_model fingerprint; cannot check it fits this model.",
+                      stacklevel=3)
     if not weights_path.exists():
-        raise AdapterFileError(f"{weights_path} is missing next to {META_FILE}; re-save or re-copy the adapter.")
+        raise AdapterFileError(
+            f"{weights_path} is missing next to {META_FILE}; re-save or re-copy the adapter."
+        )
     tensors, _ = load_tensors(weights_path)  # first, so a truncated file gets the more specific error
     expected_sha = meta.get("weights_sha256")
     if expected_sha is not None and sha256_file(weights_path) != expected_sha:

@@ -199,7 +199,7 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write `obj` as UTF-8 JSON (sorted keys, 2-space indent, so equal objects give equal bytes), atomically."""
+    """Write `obj` as UTF-8 JSON, atomically (sorted keys, 2-space indent: equal objects, equal bytes)."""
     text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

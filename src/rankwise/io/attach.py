@@ -56,7 +56,9 @@ def expected_state(model: nn.Module, method: str, config: AdapterConfig, targets
         module = modules[path]
         base = module.base if isinstance(module, AdaptedModule) else module
         if not cls.can_wrap(base):
-            raise AdapterFileError(f"{source} adapts {path}, a {type(base).__name__} here; {method} adapts {cls.wraps_what}.")
+            raise AdapterFileError(
+                f"{source} adapts {path}, a {type(base).__name__} here; {method} adapts {cls.wraps_what}."
+            )
         if type(base) is nn.Linear:  # equal Linear shapes give equal adapters: build one per signature
             signature: tuple = (base.in_features, base.out_features, base.bias is not None, base.weight.dtype)
         else:
@@ -83,7 +85,9 @@ def check_state(expected: Mapping[str, tuple[int, ...]], tensors: Mapping[str, t
         return
     parts = [
         f"{len(found)} {what}: {', '.join(found[:_SHOWN])}{', ...' if len(found) > _SHOWN else ''}"
-        for what, found in (("missing", missing), ("unexpected", unexpected), ("with the wrong shape", misshapen))
+        for what, found in (
+            ("missing", missing), ("unexpected", unexpected), ("with the wrong shape", misshapen)
+        )
         if found
     ]
     matched = len(tensors) - len(unexpected)
@@ -137,7 +141,7 @@ def attach(model: nn.Module, method: str, name: str, config: AdapterConfig, targ
     # adapt() takes one config per call: attach each group under a temporary name, then rename.
     token = secrets.token_hex(4)
     staging = [name] if len(groups) == 1 else [f"loading_{token}_{i}" for i in range(len(groups))]
-    for part, (group_config, paths) in zip(staging, groups):
+    for part, (group_config, paths) in zip(staging, groups, strict=True):
         exact = dataclasses.replace(group_config, targets=_exact_pattern(paths), exclude=[])
         adapt(model, method, name=part, config=exact, state=tensors)
         for path, adapter in layers_of(model, part).items():
@@ -148,5 +152,6 @@ def attach(model: nn.Module, method: str, name: str, config: AdapterConfig, targ
     set_active(model, name)
     layers = layers_of(model, name)
     if set(layers) != set(targets):  # cannot happen unless adapt's target matching changes
-        raise AdapterFileError(f"{source}: loaded onto {sorted(set(layers) ^ set(targets))[:_SHOWN]} unexpectedly.")
+        odd = sorted(set(layers) ^ set(targets))[:_SHOWN]
+        raise AdapterFileError(f"{source}: loaded onto {odd} unexpectedly.")
     return model

@@ -72,7 +72,8 @@ def _linear_weight_names(model: nn.Module) -> tuple[set[str], set[str]]:
         if isinstance(module, nn.Linear):
             base_path = _base_name(path, wrappers)
             if base_path is not None:
-                names = {f"{base_path}.{leaf}" if base_path else leaf for leaf, _ in module.named_parameters()}
+                prefix = f"{base_path}." if base_path else ""
+                names = {prefix + leaf for leaf, _ in module.named_parameters()}
                 (wrapped if id(module) in wrapped_bases else plain).update(names)
     return plain, wrapped
 
@@ -131,21 +132,22 @@ def _changed_by_adapters(model: nn.Module) -> set[str]:
 
 def fingerprint_differences(saved: dict[str, Any], model: nn.Module) -> list[str]:
     """What differs between a saved fingerprint and `model`, in words (empty: same base model)."""
-    current = model_fingerprint(model)
-    problems = []
-    if saved.get("structure") != current["structure"]:
-        problems.append(f"structure (module names and shapes) {saved.get('structure')} != {current['structure']}")
     params = base_parameters(model)
+    structure = _structure_hash(params)
+    problems = []
+    if saved.get("structure") != structure:
+        problems.append(f"structure (module names and shapes) {saved.get('structure')} != {structure}")
     skip = _changed_by_adapters(model)
     for name, digest in (saved.get("weights") or {}).items():
         if name not in params:
             problems.append(f"{name} is missing from this model")
         elif name not in skip and not params[name].is_meta and _sample_hash(params[name]) != digest:
             problems.append(f"{name} has different values")
-    if problems and saved.get("dtype") not in (None, current["dtype"]):
+    dtype = _dtype_name(params)
+    if problems and saved.get("dtype") not in (None, dtype):
         problems.append(
-            f"dtype {saved.get('dtype')} when saved, {current['dtype']} now (a float16 cast alone changes the "
-            "hashed values)"
+            f"dtype {saved.get('dtype')} when saved, {dtype} now (a float16 cast alone changes the hashed "
+            "values)"
         )
     return problems
 
@@ -162,6 +164,11 @@ def check_base(saved: dict[str, Any], model: nn.Module, allow_mismatch: bool, so
     """Raise BaseModelMismatch (or only warn, if allowed) when `saved` does not describe `model`'s base."""
     if not isinstance(saved, dict):
         raise AdapterFileError(f"{source}: base_model is not a JSON object; the file was edited.")
+    version = saved.get("fingerprint_version", 1)
+    if not isinstance(version, int) or version > FINGERPRINT_VERSION:
+        warnings.warn(f"{source}: base-model fingerprint version {version!r} is newer than this rankwise "
+                      "reads; the base model was not checked. Upgrade rankwise to check it.", stacklevel=4)
+        return
     problems = fingerprint_differences(saved, model)
     if not problems:
         return

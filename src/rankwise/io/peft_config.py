@@ -78,15 +78,19 @@ def rankwise_config_from_peft(cfg: dict[str, Any], source: Path) -> tuple[str, A
                 f"only plain LoRA, rsLoRA and DoRA on nn.Linear layers import. Re-train without {field}."
             )
     if cfg.get("bias", "none") != "none":
-        raise ConfigError(f"{source}: bias={cfg['bias']!r} trains base biases; rankwise imports bias='none' only.")
+        raise ConfigError(
+            f"{source}: bias={cfg['bias']!r} trains base biases; rankwise imports bias='none' only."
+        )
     init = cfg.get("init_lora_weights", True)
     if init not in _PLAIN_INITS:
         raise ConfigError(
-            f"{source}: init_lora_weights={init!r} changes the base weights, so the file only works with PEFT's "
+            f"{source}: init_lora_weights={init!r} changes the base weights, so the file only works with "
+            "PEFT's "
             "modified base. Convert it to a plain LoRA first (PEFT's save_pretrained with "
             "path_initial_model_for_weight_conversion), then import that."
         )
-    unknown = sorted(k for k, v in cfg.items() if k not in _IGNORED and k not in _UNSUPPORTED and not _is_empty(v))
+    known = _IGNORED | set(_UNSUPPORTED)
+    unknown = sorted(key for key, value in cfg.items() if key not in known and not _is_empty(value))
     if unknown:
         warnings.warn(
             f"{source}: ignoring PEFT fields {unknown} that this rankwise does not know (newer PEFT?); "
@@ -95,7 +99,8 @@ def rankwise_config_from_peft(cfg: dict[str, Any], source: Path) -> tuple[str, A
     method = _method_for(cfg, source)
     try:
         config = ADAPTERS.get(method).config_class(
-            rank=cfg.get("r", 8), alpha=float(cfg.get("lora_alpha", 8)), dropout=float(cfg.get("lora_dropout", 0.0)),
+            rank=cfg.get("r", 8), alpha=float(cfg.get("lora_alpha", 8)),
+            dropout=float(cfg.get("lora_dropout", 0.0)),
         )
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{source}: invalid LoRA settings: {err}") from None
@@ -134,7 +139,9 @@ def layer_configs_from_peft(cfg: dict[str, Any], config: AdapterConfig, targets:
             try:
                 found[path] = dataclasses.replace(config, rank=rank, alpha=alpha)
             except (TypeError, ValueError) as err:
-                raise ConfigError(f"{source}: rank_pattern/alpha_pattern give {path} invalid settings: {err}") from None
+                raise ConfigError(
+                    f"{source}: rank_pattern/alpha_pattern give {path} invalid settings: {err}"
+                ) from None
     return found
 
 
@@ -143,7 +150,8 @@ def peft_patterns(config: AdapterConfig, layer_configs: dict[str, AdapterConfig]
     """PEFT's (rank_pattern, alpha_pattern) for layers whose rank or alpha differ from `config`."""
     ranks, alphas = {}, {}
     for path, layer_config in layer_configs.items():
-        other = {k: v for k, v in layer_config.to_dict().items() if k not in ("rank", "alpha", "targets", "exclude")}
+        free = ("rank", "alpha", "targets", "exclude")
+        other = {k: v for k, v in layer_config.to_dict().items() if k not in free}
         if other != {k: v for k, v in config.to_dict().items() if k in other}:
             raise ConfigError(
                 f"{path} differs from the adapter's other layers in more than rank and alpha; PEFT's file "

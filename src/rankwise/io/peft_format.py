@@ -109,8 +109,9 @@ def rankwise_state_from_peft(tensors: dict[str, torch.Tensor], source: Path):
         paths[path] = None
     if unknown:
         raise AdapterFileError(
-            f"{source} has {len(unknown)} tensor(s) rankwise cannot import, e.g. {unknown[:5]}; rankwise imports "
-            f"LoRA/DoRA weights of nn.Linear layers ({', '.join(PEFT_SUFFIX.values())} under '{KEY_PREFIX}'). "
+            f"{source} has {len(unknown)} tensor(s) rankwise cannot import, e.g. {unknown[:5]}; rankwise "
+            f"imports LoRA/DoRA weights of nn.Linear layers ({', '.join(PEFT_SUFFIX.values())} under "
+            f"'{KEY_PREFIX}'). "
             "Embedding or conv LoRA, lora_bias and modules_to_save are not supported."
         )
     return state, list(paths)
@@ -124,15 +125,19 @@ def load_peft_adapter(model: nn.Module, directory: Path, name: str | None = None
     method, config = rankwise_config_from_peft(peft_config, config_path)
     if not weights_path.exists():
         pickled = [p.name for p in directory.glob("adapter_model.*") if p.suffix in (".bin", ".pt", ".pth")]
-        hint = (f" It holds {pickled[0]}, a pickle file rankwise never loads; convert it with PEFT "
-                "(PeftModel.from_pretrained, then save_pretrained(safe_serialization=True)).") if pickled else ""
+        hint = (
+            f" It holds {pickled[0]}, a pickle file rankwise never loads; convert it with PEFT "
+            "(PeftModel.from_pretrained, then save_pretrained(safe_serialization=True))."
+        ) if pickled else ""
         raise AdapterFileError(f"{weights_path} is missing.{hint}")
     tensors, metadata = load_tensors(weights_path)
     if FINGERPRINT_METADATA in metadata:
         try:
             saved = json.loads(metadata[FINGERPRINT_METADATA])
         except json.JSONDecodeError as err:
-            raise AdapterFileError(f"{weights_path}: its {FINGERPRINT_METADATA} metadata is not JSON ({err}).") from None
+            raise AdapterFileError(
+                f"{weights_path}: its {FINGERPRINT_METADATA} metadata is not JSON ({err})."
+            ) from None
         check_base(saved, model, allow_base_mismatch, weights_path)
     state, targets = rankwise_state_from_peft(tensors, weights_path)
     # PEFT's own patterns (suffixes, regexes, layers_to_transform) become the exact list of adapted modules.

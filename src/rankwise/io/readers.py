@@ -7,9 +7,9 @@ SafetensorError / JSONDecodeError / UnicodeDecodeError from deep inside a load.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ def _require_file(path: Path) -> None:
         raise AdapterFileError(f"{path} is not a regular file.")
 
 
-def load_tensors(path: str | os.PathLike, device: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def load_tensors(path: str | os.PathLike,
+                 device: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read a safetensors file into ({name: tensor}, metadata). Truncated or corrupted files raise.
 
     safetensors validates the header (length, JSON, offsets, dtype × shape == byte span) and refuses
@@ -65,12 +66,18 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
+def _no_constants(name: str) -> Any:
+    # Python's json accepts NaN / Infinity, which are not JSON and slip past `alpha > 0`-style checks.
+    raise ValueError(f"non-finite number {name}")
+
+
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a JSON object (duplicate keys, non-UTF-8 bytes and non-objects are errors)."""
+    """Read a JSON object (duplicate keys, NaN/Infinity, non-UTF-8 bytes and non-objects are errors)."""
     path = Path(path)
     _require_file(path)
     try:
-        obj = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+        obj = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_no_duplicate_keys,
+                         parse_constant=_no_constants)
     except UnicodeDecodeError as err:
         raise AdapterFileError(f"{path} is not UTF-8 text (byte {err.start}); it is corrupted.") from err
     except json.JSONDecodeError as err:
