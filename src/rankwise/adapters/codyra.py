@@ -104,12 +104,13 @@ class Codyra(Sora):
         return None
 
     def threshold_at(self, step: int) -> float:
-        cfg, done = self.config, step
+        """κ after this task's step `step` (0-based), as the code: 0 up to the warm-up's end, then ramped."""
+        cfg = self.config
         dense = int(cfg.dense_fraction * cfg.task_steps)
-        if done <= dense or cfg.threshold_values < 2:
+        if step <= dense or cfg.threshold_values < 2:
             return 0.0
         every = max(1, (cfg.task_steps - dense) // cfg.threshold_values)
-        index = min(cfg.threshold_values - 1, 1 + (done - dense) // every)
+        index = min(cfg.threshold_values - 1, 1 + (step - dense) // every)
         return cfg.max_threshold * index / (cfg.threshold_values - 1)
 
     @torch.no_grad()
