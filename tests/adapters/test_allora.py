@@ -36,7 +36,9 @@ def _step(model, optimizer_cls, x, y, **kwargs):
     hooks.after_step(model, 1)
 
 
-@pytest.mark.parametrize("optimizer_cls, kwargs", [(torch.optim.SGD, {}), (torch.optim.AdamW, {"weight_decay": 0.1})])
+@pytest.mark.parametrize(
+    "optimizer_cls, kwargs", [(torch.optim.SGD, {}), (torch.optim.AdamW, {"weight_decay": 0.1})]
+)
 @pytest.mark.parametrize("norm_over", ["row", "tensor"])
 def test_update_is_the_plain_update_times_the_norm_rate(optimizer_cls, kwargs, norm_over):
     (allora_model, lora_model), (allora, lora) = _pair(norm_over)

@@ -44,7 +44,8 @@ def _train_in_sequence(method, **fields):
     second_start = second_end = None
     for index, (X, Y) in enumerate(tasks):
         # A fresh optimizer per task, as the continual loop must do (A, B, g are re-initialised).
-        optimizer = torch.optim.Adam([p for g in hooks.param_groups(model, 1e-2) for p in g["params"]], lr=1e-2)
+        params = [p for group in hooks.param_groups(model, 1e-2) for p in group["params"]]
+        optimizer = torch.optim.Adam(params, lr=1e-2)
         if index == 1:
             second_start = loss(X, Y).item()
         for step in range(STEPS):

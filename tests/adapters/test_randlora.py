@@ -12,7 +12,8 @@ from rankwise.adapters.randlora import random_bases
 
 def _layer(in_features, out_features, rank, **fields):
     torch.manual_seed(0)
-    model = rankwise.adapt(nn.Sequential(nn.Linear(in_features, out_features)), "randlora", rank=rank, **fields)
+    model = nn.Sequential(nn.Linear(in_features, out_features))
+    rankwise.adapt(model, "randlora", rank=rank, **fields)
     return model, model[0].adapters["default"]
 
 
@@ -43,7 +44,8 @@ def test_forward_matches_delta_weight_both_orientations():
         model, adapter = _layer(*shape, rank=4)
         _perturb(adapter)
         x = torch.randn(5, shape[0])
-        torch.testing.assert_close(model(x), model[0].base(x) + x @ adapter.delta_weight().T, atol=1e-5, rtol=1e-5)
+        expected = model[0].base(x) + x @ adapter.delta_weight().T
+        torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_custom_backward_matches_autograd():

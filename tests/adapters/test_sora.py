@@ -69,7 +69,8 @@ def test_threshold_absolute_or_times_lr_and_ramp():
     ramp = rankwise.adapt(nn.Sequential(nn.Linear(12, 6)), "sora", rank=4, threshold=1e-3,
                           max_threshold=4e-3, threshold_values=4, steps_per_threshold=10)
     layer = ramp[0].adapters["default"]
-    assert [layer.threshold_at(s) for s in (0, 9, 10, 25, 1000)] == pytest.approx([1e-3, 1e-3, 2e-3, 3e-3, 4e-3])
+    values = [layer.threshold_at(s) for s in (0, 9, 10, 25, 1000)]
+    assert values == pytest.approx([1e-3, 1e-3, 2e-3, 3e-3, 4e-3])
 
 
 def test_merge_folds_the_gate():

@@ -65,7 +65,7 @@ class Allora(Lora):
         if config.dropout > 0:
             warnings.warn("allora is dropout-free by design; the dropout setting is ignored.")
         self.dropout = nn.Identity()
-        self._before: list[torch.Tensor] | None = None  # A and B as they were when the step's gradient was taken
+        self._before: list[torch.Tensor] | None = None  # A and B when the step's gradient was taken
 
     @staticmethod
     def scaling(config: AdapterConfig) -> float:

@@ -4,7 +4,7 @@ Values trough Differentiable Bayesian Gates (Meo, Sycheva, Goyal, Dauwels, arXiv
 Update rule, for a frozen W (out, in): an SVD-style LoRA whose rank components and whose factors'
 bit-widths are chosen by hard-concrete gates,
     y = W x + b + s · Q(B) diag(λ ⊙ z) Q(A) dropout(x),   s = alpha / rank
-    Q(M) = M₂ + z₄(ε₄ + z₈(ε₈ + z₁₆(ε₁₆ + z₃₂ ε₃₂)))     (Bayesian-Bits nested quantizer, one chain per factor)
+    Q(M) = M₂ + z₄(ε₄ + z₈(ε₈ + z₁₆(ε₁₆ + z₃₂ ε₃₂)))   (Bayesian-Bits nested quantizer, one chain per factor)
 z (rank,) are rank gates, z₄ … z₃₂ bit gates of A and of B; every gate is a hard-concrete variable with
 a learned log-odds. The loss adds the expected bit-operations of the adapter path,
     regularizer = bop_weight · E[BOPs] / BOPs(all gates open),
@@ -129,7 +129,8 @@ class BayesianLora(Adapter):
     def chosen_rank_and_bits(self) -> dict[str, int]:
         """The test-time choice: rank, bit-widths of A and B, and bit-operations per token."""
         rank = int(hard_concrete_open(self.rank_logits).sum())
-        bits_A, bits_B = bits_of(hard_concrete_open(self.bit_logits_A)), bits_of(hard_concrete_open(self.bit_logits_B))
+        bits_A = bits_of(hard_concrete_open(self.bit_logits_A))
+        bits_B = bits_of(hard_concrete_open(self.bit_logits_B))
         bops = ACTIVATION_BITS * rank * (self.in_features * bits_A + self.out_features * bits_B)
         return {"rank": rank, "bits_A": bits_A, "bits_B": bits_B, "bops": bops}
 

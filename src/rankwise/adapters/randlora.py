@@ -1,4 +1,5 @@
-"""RandLoRA: Full-rank parameter-efficient fine-tuning of large models (Albert et al., ICLR 2025, arXiv 2502.00987).
+"""RandLoRA: Full-rank parameter-efficient fine-tuning of large models (Albert et al., ICLR 2025,
+arXiv 2502.00987).
 
 Update rule, for a frozen W (out, in), with d = min(out, in), D = max(out, in), n = ⌈d / rank⌉:
     ΔW = s · Σ_{i=1..n} B_i Λ_i A Γ_i          (transposed when out < in, so Γ always acts on the d side)
@@ -47,7 +48,9 @@ class RandLoraConfig(AdapterConfig):
 
 
 @functools.lru_cache(maxsize=64)
-def random_bases(seed: int, rank: int, n: int, small: int, large: int, sparse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def random_bases(
+    seed: int, rank: int, n: int, small: int, large: int, sparse: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(A (rank, small), B (large, rank·n)) with unit-std entries; column k·n + i of B is column k of B_i."""
     mixed = seed
     for value in (rank, n, small, large, int(sparse)):  # a stable (not hash()-based) seed per shape

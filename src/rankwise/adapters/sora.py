@@ -1,4 +1,5 @@
-"""SoRA: Sparse Low-Rank Adaptation of Pre-trained Language Models (Ding et al., EMNLP 2023, arXiv 2311.11696).
+"""SoRA: Sparse Low-Rank Adaptation of Pre-trained Language Models (Ding et al., EMNLP 2023,
+arXiv 2311.11696).
 
 Update rule, for a frozen W (out, in), with a gate vector g (rank,) between the factors:
     y = W x + b + s · B (g ⊙ A dropout(x)),   s = alpha / rank   (rank is the paper's r_max)
@@ -51,7 +52,9 @@ class SoraConfig(AdapterConfig):
             raise ConfigError("threshold, max_threshold and l1_weight must be >= 0.")
 
 
-def gated_lora(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, gate: torch.Tensor, scale: float) -> torch.Tensor:
+def gated_lora(
+    x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, gate: torch.Tensor, scale: float
+) -> torch.Tensor:
     """s · B (g ⊙ A x) on activations."""
     return F.linear(F.linear(x, A) * gate, B) * scale
 
@@ -120,7 +123,8 @@ class Sora(Adapter):
         cfg = self.config
         xi = cfg.threshold
         if cfg.max_threshold is not None:
-            xi = stepped_ramp(step, cfg.threshold, cfg.max_threshold, cfg.threshold_values, cfg.steps_per_threshold)
+            xi = stepped_ramp(step, cfg.threshold, cfg.max_threshold,
+                              cfg.threshold_values, cfg.steps_per_threshold)
         if cfg.threshold_times_lr:
             if self.lr is None:
                 raise ConfigError("sora with threshold_times_lr needs the learning rate: build the optimizer "
@@ -144,5 +148,6 @@ class Sora(Adapter):
         for layer in layers.values():
             layer.lr = lr
         gates = [layer.gate for layer in layers.values() if layer.gate.requires_grad]
-        others = [p for layer in layers.values() for n, p in layer.named_parameters() if p.requires_grad and n != "gate"]
+        others = [p for layer in layers.values() for n, p in layer.named_parameters()
+                  if p.requires_grad and n != "gate"]
         return [{"params": others, "lr": lr}, {"params": gates, "lr": lr, "weight_decay": 0.0}]
