@@ -37,6 +37,7 @@ _KNOWN_KEYS = {"format_version", "rankwise_version", "name", "base_model", "weig
 
 
 def rankwise_version() -> str:
+    """The installed rankwise version, as written into saved files."""
     from .. import __version__  # at call time: rankwise/__init__ imports this package before defining it
 
     return __version__
@@ -79,7 +80,9 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, name: str = "de
     """Save adapter `name` of `model` into `directory` (created or replaced as a whole); returns it.
 
     format="rankwise" writes adapter.safetensors + adapter.json; format="peft" writes PEFT's
-    adapter_model.safetensors + adapter_config.json (lora, rslora, dora; pissa as a rank-2r LoRA).
+    adapter_model.safetensors + adapter_config.json (lora, rslora, dora; pissa as a rank-2r LoRA and
+    lora-xs as a LoRA; other methods raise ConfigError). Raises AdapterFileError if `directory` holds
+    files other than an adapter's, since the whole directory is replaced.
     """
     directory = Path(directory)
     if format == "peft":
@@ -148,8 +151,8 @@ def _check_meta(meta: dict[str, Any], source: Path) -> None:
     if version > FORMAT_VERSION:
         raise AdapterFileError(
             f"{source} was written by rankwise {meta.get('rankwise_version', '?')} in adapter format "
-            f"{version}; "
-            f"this rankwise {rankwise_version()} reads formats up to {FORMAT_VERSION}. Upgrade rankwise."
+            f"{version}; this rankwise {rankwise_version()} reads formats up to {FORMAT_VERSION}. "
+            "Upgrade rankwise."
         )
     kinds = (("method", str), ("config", dict), ("targets", list), ("layer_configs", dict))
     wrong_types = [key for key, kind in kinds if key in meta and not isinstance(meta[key], kind)]
@@ -163,7 +166,7 @@ def _check_meta(meta: dict[str, Any], source: Path) -> None:
     unknown = sorted(set(meta) - _KNOWN_KEYS)
     if unknown:
         warnings.warn(f"{source}: ignoring unknown keys {unknown} (written by a newer rankwise?).",
-                      stacklevel=3)
+                      stacklevel=4)
     if meta["method"] not in ADAPTERS:
         raise AdapterFileError(
             f"{source} holds a {meta['method']!r} adapter, a method this rankwise {rankwise_version()} does "

@@ -84,11 +84,12 @@ def rankwise_config_from_peft(cfg: dict[str, Any], source: Path) -> tuple[str, A
     init = cfg.get("init_lora_weights", True)
     if init not in _PLAIN_INITS:
         raise ConfigError(
-            f"{source}: init_lora_weights={init!r} changes the base weights, so the file only works with "
-            "PEFT's "
-            "modified base. Convert it to a plain LoRA first (PEFT's save_pretrained with "
-            "path_initial_model_for_weight_conversion), then import that."
+            f"{source}: init_lora_weights={init!r} rewrites the base weights (or selects a LoRA variant), "
+            "so the file only works with PEFT's modified base. Convert it to a plain LoRA first (PEFT's "
+            "save_pretrained with path_initial_model_for_weight_conversion), then import that."
         )
+    for field in ("rank_pattern", "alpha_pattern"):  # fail before reading the weights
+        _pattern(cfg, field, source)
     known = _IGNORED | set(_UNSUPPORTED)
     unknown = sorted(key for key, value in cfg.items() if key not in known and not _is_empty(value))
     if unknown:

@@ -7,10 +7,12 @@ PEFT writes adapter_config.json (a LoraConfig) and adapter_model.safetensors wit
 Its LoRA scaling is lora_alpha / r, or lora_alpha / √r with use_rslora; its DoRA computes
 m ⊙ (W + s B A) / ‖W + s B A‖_row exactly as rankwise's does, so these map one to one:
     lora -> plain LoRA    rslora -> use_rslora=True    dora -> use_dora=True
-PiSSA exports as a plain LoRA of rank 2r on the *original* base weight (PEFT's own conversion):
-    s B A x + W_res x = W x + s (B A - B₀ A₀) x = W x + s [B, -B₀] [A; A₀] x,  lora_alpha = 2·alpha
-so the file works in PEFT on the unmodified base model; it imports back as a rank-2r lora.
+PiSSA (rankwise computes W x + s (B A - B₀ A₀) x, the base weight untouched) exports as a plain
+LoRA of rank 2r, PEFT's own PiSSA conversion:  s (B A - B₀ A₀) = s [B, -B₀] [A; A₀],  lora_alpha = 2·alpha,
+so the file works in PEFT on the original base model; it imports back as a rank-2r lora.
 LoRA-XS exports as the LoRA (A, B R) of the same rank (s B R A = s (B R) A); it imports back as lora.
+Layers with their own rank or alpha (SoRA after finalize) map to PEFT's rank_pattern / alpha_pattern,
+keyed by the escaped full module path; import applies PEFT's pattern rule per layer.
 The base-model fingerprint travels in the safetensors metadata (PEFT ignores it), so a PEFT file
 saved by rankwise is still checked against its base on import.
 """
