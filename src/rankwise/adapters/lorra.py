@@ -1,0 +1,145 @@
+"""Wings' Low-Rank Residual Attention (LoRRA) learners — "Wings: Learning Multimodal LLMs without
+Text-only Forgetting" (Zhang et al., NeurIPS 2024, arXiv 2406.03496).
+
+Update rule, per adapted block with input h and output y (d = hidden size, H heads):
+    learner_i(h) = U_o D_o · MultiHeadAttention(Q, K, V)
+        Q = h + U_q D_q h,   K = f + U_k D_k f,   V = f + U_v D_v f      (identity + low-rank projections)
+    w(h) = softmax(SiLU(R h))                                           (router, one weight per learner and token)
+    y ← y + Σ_i w_i(h) · learner_i(h)
+    D_* (rank, d): truncated normal, std 0.02;  U_* (d, rank) = 0, so every learner outputs 0 at init.
+Trains the learners' D_* and U_* and the router R: branches · 8·d·rank + (d + 1)·branches per block.
+The learners are attention, so the update is not a weight delta and cannot be merged.
+
+Where rankwise differs from Wings, and why:
+- Feature streams. In Wings the visual learner attends over image features and the textual learner over
+  the prompt's text embeddings. A text-only model has neither, so both streams collapse to the block
+  input: f = h, and the learners (`branches` of them, 2 = visual + textual) differ only by their weights.
+- Placement. Wings adds the learners after the attention residual, before the MLP. AdaptedModule sees
+  a block's input and output only (transformers calls self-attention with keyword arguments, so it
+  cannot be wrapped alone), so the learners run parallel to the whole block and add to its output.
+- Router input. Wings routes on the head-summed probability map of the layer's main attention
+  (Linear over key positions). transformers' decoder layers drop that map and fused kernels never form
+  it, so the router reads the hidden state; it keeps Wings' SiLU-then-softmax, per token.
+- No RoPE and no padding mask: the adapter gets no position ids or masks. Learners are causal in causal
+  blocks (detected from `is_causal`, or set `causal`), which keeps them valid in a decoder. With a
+  KV-cache a learner sees only the current chunk, so generate with use_cache=False.
+- The released code adds the weighted learner outputs twice when both learners run; here once.
+alpha is validated but unused (Wings has no scaling); dropout is attention dropout in the learners.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from .adaptertune import block_width, hidden_of, is_block, with_hidden
+from .base import Adapter, AdapterConfig, register
+
+
+def attention_heads(block: nn.Module) -> int | None:
+    for module in block.modules():
+        for attr in ("num_heads", "num_attention_heads"):
+            value = getattr(module, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        value = getattr(getattr(module, "config", None), "num_attention_heads", None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def is_causal_block(block: nn.Module) -> bool:
+    return any(getattr(module, "is_causal", False) is True for module in block.modules())
+
+
+class LowRankProjection(nn.Module):
+    """x + U D x, or U D x alone for the output projection; U starts at zero."""
+
+    def __init__(self, width: int, rank: int, identity: bool, factory: dict):
+        super().__init__()
+        self.down = nn.Parameter(nn.init.trunc_normal_(torch.empty(rank, width, **factory), std=0.02))
+        self.up = nn.Parameter(torch.zeros(width, rank, **factory))
+        self.identity = identity
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low_rank = F.linear(F.linear(x, self.down), self.up)
+        return x + low_rank if self.identity else low_rank
+
+
+class LowRankResidualAttention(nn.Module):
+    def __init__(self, width: int, rank: int, heads: int, factory: dict):
+        super().__init__()
+        self.heads = heads
+        self.query, self.key, self.value = (LowRankProjection(width, rank, True, factory) for _ in range(3))
+        self.output = LowRankProjection(width, rank, False, factory)
+
+    def forward(self, h: torch.Tensor, features: torch.Tensor, causal: bool, dropout: float) -> torch.Tensor:
+        def split(t: torch.Tensor) -> torch.Tensor:  # (..., T, d) -> (..., H, T, d / H)
+            return t.unflatten(-1, (self.heads, -1)).transpose(-3, -2)
+
+        q, k, v = split(self.query(h)), split(self.key(features)), split(self.value(features))
+        context = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)
+        return self.output(context.transpose(-3, -2).flatten(-2))
+
+
+@dataclass
+class LorraConfig(AdapterConfig):
+    targets: Any = "all-blocks"
+    branches: int = 2  # learners mixed by the router (Wings: visual + textual)
+    heads: int | None = None  # None: the block's own attention head count
+    causal: bool | None = None  # None: causal when the block's attention is
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.branches, int) or self.branches < 1:
+            raise ConfigError(f"branches must be a positive integer, got {self.branches!r}.")
+        if self.heads is not None and (not isinstance(self.heads, int) or self.heads < 1):
+            raise ConfigError(f"heads must be a positive integer or None, got {self.heads!r}.")
+
+
+@register("lorra")
+class Lorra(Adapter):
+    config_class = LorraConfig
+    paper = "Wings: Learning Multimodal LLMs without Text-only Forgetting"
+    url = "https://arxiv.org/abs/2406.03496"
+    trains = "per block: branches × (D_q,k,v,o (rank×d), U_q,k,v,o (d×rank)) + router (branches×d + branches)"
+    mergeable = False
+    wraps_what = "whole transformer blocks (targets=\"all-blocks\" picks them)"
+
+    @classmethod
+    def can_wrap(cls, module: nn.Module) -> bool:
+        return is_block(module)
+
+    @classmethod
+    def features(cls, base: nn.Module) -> tuple[int, int]:
+        width = block_width(base)
+        return width, width
+
+    def __init__(self, base: nn.Module, config: LorraConfig):
+        super().__init__(base, config)
+        width = self.in_features
+        self.heads = config.heads or attention_heads(base) or 1
+        if width % self.heads:
+            raise ConfigError(f"hidden size {width} is not divisible by heads={self.heads}; set heads.")
+        self.causal = is_causal_block(base) if config.causal is None else config.causal
+        self.learners = nn.ModuleList(
+            LowRankResidualAttention(width, config.rank, self.heads, self.factory) for _ in range(config.branches)
+        )
+        self.router = nn.Linear(width, config.branches, **self.factory)
+
+    def route(self, h: torch.Tensor) -> torch.Tensor:
+        """Per-token weights of the learners, (..., T, branches), summing to 1."""
+        return torch.softmax(F.silu(self.router(h)), dim=-1)
+
+    def forward(self, x: torch.Tensor, base_out: Any, base: nn.Module) -> Any:
+        hidden = hidden_of(base_out)
+        h = x.to(self.router.weight.dtype)
+        dropout = self.config.dropout if self.training else 0.0
+        outputs = torch.stack([learner(h, h, self.causal, dropout) for learner in self.learners], dim=-1)
+        update = (outputs * self.route(h).unsqueeze(-2)).sum(-1)
+        return with_hidden(base_out, hidden + update.to(hidden.dtype))
