@@ -48,12 +48,12 @@ def test_identity_at_init(method, tiny_ids):
 def test_merged_equals_unmerged_and_unmerge_is_exact(method, tiny_ids):
     model = _adapted(method)
     _perturb(model)
-    before = {name: layer.weight.detach().clone() for name, layer in adapted_layers(model).items()}
     unmerged = _logits(model, tiny_ids)
     if not rankwise.ADAPTERS.get(method).mergeable:
         with pytest.raises(NotMergeable):
             rankwise.merge(model)
         return
+    before = {name: layer.weight.detach().clone() for name, layer in adapted_layers(model).items()}
     rankwise.merge(model)
     torch.testing.assert_close(_logits(model, tiny_ids), unmerged, atol=1e-5, rtol=0)
     rankwise.unmerge(model)
@@ -121,10 +121,10 @@ def test_disable_gives_the_base_model(method, tiny_ids):
 @pytest.mark.parametrize("method", METHODS)
 def test_bad_configs_are_rejected(method):
     cls = rankwise.ADAPTERS.get(method)
-    for bad in ({"rank": 0}, {"rank": -2}, {"alpha": -1.0}, {"dropout": 1.5}):
+    for bad in ({"rank": 0}, {"rank": -2}, {"alpha": -1.0}, {"alpha": float("nan")}, {"dropout": 1.5}):
         with pytest.raises(ConfigError):
             cls.config_class(**bad)
-    with pytest.raises(ConfigError, match=r"layers\.0\..*rank 1000"):
+    with pytest.raises(ConfigError, match=r"layers\.0.*rank 1000"):
         rankwise.adapt(make_tiny_llama(), method, rank=1000)
     with pytest.raises(TargetError, match="q_proj"):
         rankwise.adapt(make_tiny_llama(), method, rank=4, targets=["q_projj"])
@@ -143,3 +143,14 @@ def test_two_named_adapters_switch(method, tiny_ids):
     torch.testing.assert_close(_logits(model, tiny_ids), first, atol=1e-5, rtol=0)
     with pytest.raises(ConfigError, match="already has an adapter"):
         rankwise.adapt(model, method, name="first", rank=4)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_adapters_follow_the_models_mode_and_share_one_wrapper(method):
+    model = make_tiny_llama()  # in eval mode
+    rankwise.adapt(model, method, name="first", rank=4)
+    rankwise.adapt(model, method, name="second", rank=4)
+    for layer in adapted_layers(model).values():
+        assert not layer.training and not any(a.training for a in layer.adapters.values())
+        assert set(layer.adapters) == {"first", "second"}
+        assert not isinstance(layer.base, type(layer))

@@ -62,30 +62,49 @@ def adapt(
     if name in adapter_names(model):
         raise ConfigError(f"the model already has an adapter named {name!r}; pick another name or unload it.")
     built: dict[str, Adapter] = {}
-    for path in find_targets(model, config.targets, config.exclude):
+    for path in _target_paths(model, config):
         module = get_module(model, path)
         base = module.base if isinstance(module, AdaptedModule) else module
         if not cls.can_wrap(base):
             raise TargetError(f"{path} is a {type(base).__name__}; {method} adapts {cls.wraps_what} only.")
         try:
-            built[path] = cls(base, config)
+            adapter = cls(base, config)
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
+        if state is None:
+            weight = getattr(base, "weight", None)  # block-level methods have none
+            adapter.init_from_weight(None if weight is None else weight.detach())
+        else:
+            _load_layer_state(adapter, path, state)
+        built[path] = adapter
+    # Only now, with every layer built and checked, is the model touched: a bad config or file
+    # never leaves it half-adapted.
     for param in model.parameters():
         param.requires_grad_(False)
     for path, adapter in built.items():
         module = get_module(model, path)
         if not isinstance(module, AdaptedModule):
             module = AdaptedLinear(module) if type(module) is nn.Linear else AdaptedModule(module)
+            module.train(module.base.training)
             replace_module(model, path, module)
-        if state is None:
-            weight = getattr(module.base, "weight", None)  # block-level methods have none
-            adapter.init_from_weight(None if weight is None else weight.detach())
-        else:
-            _load_layer_state(adapter, path, state)
+        adapter.train(module.training)
         module.adapters[name] = adapter
     set_active(model, name)
     return model
+
+
+def _target_paths(model: nn.Module, config: AdapterConfig) -> list[str]:
+    """find_targets, seen through existing wrappers: a wrapper's base counts as the wrapper itself,
+    and the adapters' own submodules are never targets."""
+    wrappers = adapted_layers(model)
+    paths: dict[str, None] = {}
+    for path in find_targets(model, config.targets, config.exclude):
+        owner, _, leaf = path.rpartition(".")
+        if leaf == "base" and owner in wrappers:
+            path = owner
+        if not any(path.startswith(w + ".adapters.") for w in wrappers):
+            paths[path] = None
+    return list(paths)
 
 
 def _load_layer_state(adapter: Adapter, path: str, state: Mapping[str, torch.Tensor]) -> None:

@@ -20,6 +20,7 @@ Model-level hooks, called once per adapter name with all of its layers:
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable
@@ -44,7 +45,7 @@ class AdapterConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank < 1:
             raise ConfigError(f"rank must be a positive integer, got {self.rank!r}.")
-        if not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
+        if not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha) or self.alpha <= 0:
             raise ConfigError(f"alpha must be a positive number, got {self.alpha!r}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}.")
