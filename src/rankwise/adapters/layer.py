@@ -24,10 +24,12 @@ class AdaptedModule(nn.Module):
         self.merged: list[str] = []
         self.disabled = False
 
-    def forward(self, x, *args, **kwargs):
-        out = self.base(x, *args, **kwargs)
+    def forward(self, *args, **kwargs):
+        out = self.base(*args, **kwargs)
         if self.disabled:
             return out
+        # The block's main input: transformers calls some modules with keywords only (hidden_states=).
+        x = args[0] if args else next(iter(kwargs.values()))
         for name in self.active:
             if name not in self.merged:
                 out = self.adapters[name](x, out, self.base)
