@@ -14,10 +14,11 @@ from .adapters import (
 )
 from .errors import RankwiseError
 from .io import load_adapter, save_adapter
+from .train import TrainConfig, finetune
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ADAPTERS", "RankwiseError", "adapt", "disable", "disabled", "enable", "load_adapter", "merge",
-    "save_adapter", "set_active", "trainable_parameters", "unload", "unmerge", "__version__",
+    "ADAPTERS", "RankwiseError", "TrainConfig", "adapt", "disable", "disabled", "enable", "finetune",
+    "load_adapter", "merge", "save_adapter", "set_active", "trainable_parameters", "unload", "unmerge", "__version__",
 ]

@@ -24,7 +24,7 @@ def test_method_config_reaches_the_method_config():
 @pytest.mark.parametrize("values, message", [
     ({"max_stpes": 3}, "did you mean max_steps"),
     ({"method": "pissa", "svd_iters": 2}, "put it under method_config"),
-    ({"method": "lorra"}, "Did you mean lora"),
+    ({"method": "no-such-method"}, "unknown adapter method"),
     ({"method_config": {"svd_iters": 2}}, "lora does not take"),
     ({"method_config": {"rank": 2}}, "at the top level"),
     ({"rank": "8"}, "rank must be int"),

@@ -40,8 +40,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from .overrides import resolve_settings
 
     config = TrainConfig.from_dict(resolve_settings(args.config, extra))  # validated before any weights load
-    if args.dry_run:
-        print(json.dumps(config.to_dict(), indent=2))
+    if args.dry_run:  # the method's full config too, so its defaults for null fields are visible
+        print(json.dumps({**config.to_dict(), "adapter_config": config.adapter_config().to_dict()}, indent=2))
         return 0
     from ..train import finetune
 

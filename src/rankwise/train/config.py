@@ -29,10 +29,12 @@ class TrainConfig:
 
     model: str = _opt("smollm2-135m", "model name (smollm2-135m, minilm-l6, tiny-llama) or a local HF folder")
     method: str = _opt("lora", "adapter method, one of `rankwise methods`")
-    rank: int = _opt(8, "adapter rank")
-    alpha: float = _opt(16.0, "adapter scale numerator (scale = alpha / rank for LoRA)")
-    dropout: float = _opt(0.0, "dropout on the adapter's input")
-    targets: str | list[str] = _opt("all-linear", "modules to adapt: all-linear, a regex, or a list of names/globs")
+    # null: the method's own default (most use rank 8, alpha 16, all-linear; block adapters all-blocks)
+    rank: int | None = _opt(None, "adapter rank (null: the method's default)")
+    alpha: float | None = _opt(None, "adapter scale numerator, scale = alpha / rank for LoRA (null: method default)")
+    dropout: float | None = _opt(None, "dropout on the adapter's input (null: the method's default)")
+    targets: str | list[str] | None = _opt(
+        None, "modules to adapt: all-linear, all-blocks, a regex, or a list of names/globs (null: method default)")
     method_config: dict = field(
         default_factory=dict, metadata={"help": "method-specific config fields, e.g. {\"svd_iters\": 4}"})
     adapter_name: str = _opt("default", "name the adapter is attached and saved under")
@@ -76,12 +78,13 @@ class TrainConfig:
 
         cls = ADAPTERS.get(self.method).config_class
         known = {f.name for f in dataclasses.fields(cls)}
-        shared = {"rank": self.rank, "alpha": self.alpha, "dropout": self.dropout, "targets": self.targets}
+        top_level = ("rank", "alpha", "dropout", "targets")
+        shared = {k: getattr(self, k) for k in top_level if getattr(self, k) is not None}
         unknown = sorted(set(self.method_config) - known)
         if unknown:
             raise ConfigError(f"method_config has {unknown}, which {self.method} does not take; "
-                              f"its fields are {sorted(known - set(shared))}.")
-        clash = sorted(set(self.method_config) & set(shared))
+                              f"its fields are {sorted(known - set(top_level))}.")
+        clash = sorted(set(self.method_config) & set(top_level))
         if clash:
             raise ConfigError(f"set {clash} at the top level of the config, not in method_config.")
         return cls(**shared, **self.method_config)

@@ -5,11 +5,12 @@
                       optimizers=(build_optimizer(model, args), None), callbacks=[RankwiseCallback()])
 
 Which hook runs where:
-    init_from_data   before the first optimizer step, on the first `init_batches` batches of the train
-                     dataset in order (indexed directly, so the Trainer's shuffling and RNG are untouched);
-                     skipped when resuming (the checkpoint already holds the initialised adapter).
-                     transformers 5.x hands callbacks no dataloader at on_train_begin, so this happens at
-                     the first on_step_begin; inits must change parameters in place (the optimizer exists).
+    init_from_data   on_train_begin, on the first `init_batches` batches of the train dataset in order
+                     (indexed directly and collated with the loader's collate_fn, so the Trainer's shuffling
+                     and RNG are untouched); at the first on_step_begin instead if a Trainer version hands
+                     callbacks no dataloader at train begin. Skipped when resuming (the checkpoint already
+                     holds the initialised adapter). The optimizer exists by then, so inits must change
+                     parameters in place rather than replace them.
     regularizer      on_pre_optimizer_step: its gradient is back-propagated and added to the gradients
                      once per optimizer step (equal to adding it to every micro-batch's loss / accumulation).
     after_step       on_step_end, with state.global_step.

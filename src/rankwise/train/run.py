@@ -22,7 +22,6 @@ from ..adapters import adapt, disabled, trainable_parameters
 from .checkpoint import resolve_resume
 from .config import TrainConfig
 from .loop import make_accelerator, train
-from .plot import plot_loss
 
 
 def split_examples(config: TrainConfig) -> tuple[list[dict], list[dict]]:
@@ -55,6 +54,7 @@ def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     from ..io.atomic import write_json
     from ..models import load
     from .evaluate import exact_match
+    from .plot import plot_loss  # matplotlib loads in about a second: only when a run draws
 
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     accelerator = make_accelerator(config)
