@@ -40,6 +40,9 @@ def test_dry_run_prints_the_resolved_config(tmp_path, capsys):
     assert main(["finetune", "--config", str(path), "r=4", "--learning-rate", "5e-4", "--dry-run"]) == 0
     resolved = json.loads(capsys.readouterr().out)
     assert (resolved["rank"], resolved["learning_rate"], resolved["model"]) == (4, 5e-4, "tiny-llama")
+    assert resolved["adapter_config"]["alpha"] == 16.0  # the method's default fills what was not given
+    assert main(["finetune", str(path), "--dry-run"]) == 0  # the file may also come first, unflagged
+    assert json.loads(capsys.readouterr().out)["rank"] == 16
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -97,7 +100,8 @@ def test_generate_wires_model_adapter_and_prompt(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(evaluate, "generate_answers", fake_generate)
     monkeypatch.setattr("sys.stdin", io.StringIO("Convert 5 March 2021 to ISO."))
-    assert main(["generate", "--model", "tiny-llama", "--adapter", str(out / "adapter"), "--max-new-tokens", "3"]) == 0
+    argv = ["generate", "--model", "tiny-llama", "--adapter", str(out / "adapter"), "--max-new-tokens", "3"]
+    assert main(argv) == 0
     assert capsys.readouterr().out == "2021-03-05\n"
     assert seen == {"adapters": ["default"], "prompts": ["Convert 5 March 2021 to ISO."], "max_new_tokens": 3}
 

@@ -36,6 +36,7 @@ def test_unreadable_overrides_are_rejected(tokens, message):
 
 def test_overrides_replace_any_spelling_in_the_file_and_merge_dicts(tmp_path):
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({"lora_r": 16, "method": "pissa", "method_config": {"svd_iters": 2, "exclude": []}}))
+    saved = {"lora_r": 16, "method": "pissa", "method_config": {"svd_iters": 2, "exclude": []}}
+    path.write_text(json.dumps(saved))
     values = resolve_settings(str(path), ["rank=4", "method_config.svd-iters=5"])
     assert values == {"method": "pissa", "rank": 4, "method_config": {"svd_iters": 5, "exclude": []}}

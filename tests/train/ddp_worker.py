@@ -1,4 +1,4 @@
-"""Run under `torchrun --nproc_per_node 2 -m tests.train.ddp_worker OUT [RESUME_DIR]` by test_train_distributed.
+"""Run by test_train_distributed as `torchrun --nproc_per_node 2 -m tests.train.ddp_worker OUT [RESUME_DIR]`.
 
 Trains the tiny Llama data-parallel (gloo on CPU) and writes each process's final adapter tensors to
 OUT/rank<r>.safetensors, so the test can check that the processes agree.

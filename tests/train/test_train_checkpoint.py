@@ -33,7 +33,8 @@ def test_optimizer_state_round_trips_through_safetensors_and_json(tmp_path):
     tensors, rest = flatten_optimizer(opt.state_dict())
     save_file(tensors, tmp_path / "o.safetensors")
     (tmp_path / "o.json").write_text(json.dumps(rest))
-    restored = unflatten_optimizer(load_file(tmp_path / "o.safetensors"), json.loads((tmp_path / "o.json").read_text()))
+    rest = json.loads((tmp_path / "o.json").read_text())
+    restored = unflatten_optimizer(load_file(tmp_path / "o.safetensors"), rest)
     fresh = torch.optim.AdamW([{"params": params[:1], "lr": 0.1}, {"params": params[1:], "lr": 0.01}])
     fresh.load_state_dict(restored)
     for i in (0, 1):

@@ -12,7 +12,8 @@ BASE = {"model": "tiny-llama", "task": "iso-dates"}
 def test_aliases_and_dashes_resolve_to_fields():
     c = TrainConfig.from_dict({**BASE, "lora_r": 4, "lora-alpha": 8, "target_modules": ["q_proj"],
                                "save_steps": 5, "resume_from_checkpoint": "latest", "lr": 1e-3})
-    assert (c.rank, c.alpha, c.targets, c.save_every, c.resume, c.learning_rate) == (4, 8.0, ["q_proj"], 5, "latest", 1e-3)
+    got = (c.rank, c.alpha, c.targets, c.save_every, c.resume, c.learning_rate)
+    assert got == (4, 8.0, ["q_proj"], 5, "latest", 1e-3)
 
 
 def test_method_config_reaches_the_method_config():

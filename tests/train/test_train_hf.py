@@ -28,7 +28,8 @@ def make_trainer(tmp_path, callbacks, lr=1e-2, steps=3, **args):
 
 def test_callback_calls_every_hook_at_its_event(tmp_path, monkeypatch):
     calls = {"init": [], "reg": 0, "after": [], "final": 0}
-    monkeypatch.setattr(hooks, "init_from_data", lambda m, b: calls["init"].append([x["input_ids"].shape for x in b]))
+    monkeypatch.setattr(hooks, "init_from_data",
+                        lambda m, batches: calls["init"].append([b["input_ids"].shape for b in batches]))
     monkeypatch.setattr(hooks, "after_step", lambda m, step: calls["after"].append(step))
     monkeypatch.setattr(hooks, "finalize", lambda m: calls.__setitem__("final", calls["final"] + 1))
 

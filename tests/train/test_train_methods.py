@@ -1,6 +1,7 @@
 """Every registered method through rankwise's own loop: it trains, checkpoints, and resumes bitwise."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,7 +29,8 @@ def run(output_dir, method, resume=False):
 @pytest.mark.parametrize("method", ADAPTERS.names())
 def test_method_trains_and_resumes_bitwise(tmp_path, method):
     before, reference = run(tmp_path / "ref", method)
-    shutil.copytree(tmp_path / "ref" / "checkpoints" / "step-000001", tmp_path / "cut" / "checkpoints" / "step-000001")
+    first = Path("checkpoints") / "step-000001"
+    shutil.copytree(tmp_path / "ref" / first, tmp_path / "cut" / first)
     _, resumed = run(tmp_path / "cut", method, resume=True)
     assert reference.keys() == resumed.keys()
     assert all(torch.equal(reference[k], resumed[k]) for k in reference)

@@ -9,8 +9,10 @@ from ..errors import AdapterFileError
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="smollm2-135m, minilm-l6, tiny-llama, or a local HF folder")
-    parser.add_argument("--adapter", metavar="DIR", help="an adapter folder (rankwise or PEFT format) to apply")
+    parser.add_argument("--model", required=True,
+                        help="smollm2-135m, minilm-l6, tiny-llama, or a local HF folder")
+    parser.add_argument("--adapter", metavar="DIR",
+                        help="an adapter folder (rankwise or PEFT format) to apply")
     parser.add_argument("--allow-base-mismatch", action="store_true",
                         help="load the adapter even if it was saved for another base model")
 

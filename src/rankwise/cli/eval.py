@@ -23,7 +23,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--limit", type=int, help="evaluate only the first N examples")
     parser.add_argument("--max-new-tokens", type=int, default=16, help="tokens generated per answer [16]")
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per generation batch [16]")
-    parser.add_argument("--predictions", metavar="FILE", help="also write prompt/answer/prediction rows as JSONL")
+    parser.add_argument("--predictions", metavar="FILE",
+                        help="also write prompt/answer/prediction rows as JSONL")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(run=run)

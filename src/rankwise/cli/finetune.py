@@ -6,9 +6,9 @@ import argparse
 import dataclasses
 import json
 
-USAGE = "rankwise finetune [--config FILE] [--dry-run] [key=value | --key value ...]"
+USAGE = "rankwise finetune [[--config] FILE] [--dry-run] [key=value | --key value ...]"
 EXAMPLES = """examples:
-  rankwise finetune --config examples/demo.json
+  rankwise finetune examples/demo.json
   rankwise finetune --config examples/demo.json max_steps=20 --learning-rate 5e-4 --dry-run
   rankwise finetune model=tiny-llama task=iso-dates rank=4 method_config.svd_iters=2 method=pissa
   torchrun --nproc_per_node 2 -m rankwise.cli finetune --config examples/demo.json"""
@@ -31,7 +31,8 @@ def add_parser(sub) -> None:
         description=__doc__.split(":", 1)[1].strip(), formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_keys_help() + "\n\n" + EXAMPLES, allow_abbrev=False)
     parser.add_argument("--config", metavar="FILE", help="JSON config (YAML too when PyYAML is installed)")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit, loading nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resolved config and exit, loading nothing")
     parser.set_defaults(run=run, accepts_overrides=True)
 
 
@@ -39,6 +40,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from ..train.config import TrainConfig
     from .overrides import resolve_settings
 
+    if args.config is None and extra and extra[0].endswith((".json", ".yaml", ".yml")) and "=" not in extra[0]:
+        args.config = extra.pop(0)  # `rankwise finetune demo.json`, as axolotl and LLaMA-Factory take it
     config = TrainConfig.from_dict(resolve_settings(args.config, extra))  # validated before any weights load
     if args.dry_run:  # the method's full config too, so its defaults for null fields are visible
         print(json.dumps({**config.to_dict(), "adapter_config": config.adapter_config().to_dict()}, indent=2))
@@ -52,7 +55,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     def share(value) -> str:
         return "n/a (no held-out examples)" if value is None else f"{value:.3f}"
 
-    print(f"base exact match:  {share(result['base_exact_match'])}  ({result['eval_examples']} held-out examples)")
+    held_out = result["eval_examples"]
+    print(f"base exact match:  {share(result['base_exact_match'])}  ({held_out} held-out examples)")
     print(f"tuned exact match: {share(result['tuned_exact_match'])}")
     print(f"adapter:    {result['adapter_path']}")
     print(f"loss curve: {result['plot_path']}")

@@ -8,7 +8,8 @@ import textwrap
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser("methods", help="list the adapter methods", description=__doc__.split(":", 1)[1].strip())
+    parser = sub.add_parser("methods", help="list the adapter methods",
+                            description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
     parser.set_defaults(run=run)
 
@@ -16,8 +17,8 @@ def add_parser(sub) -> None:
 def describe_methods() -> list[dict]:
     from ..adapters import ADAPTERS
 
-    return [{"name": name, "paper": cls.paper, "url": cls.url, "trains": cls.trains, "mergeable": cls.mergeable}
-            for name, cls in ((n, ADAPTERS.get(n)) for n in ADAPTERS.names())]
+    return [{"name": n, "paper": c.paper, "url": c.url, "trains": c.trains, "mergeable": c.mergeable}
+            for n, c in ((name, ADAPTERS.get(name)) for name in ADAPTERS.names())]
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
@@ -29,6 +30,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     for r in rows:
         print(f"{r['name']:<{width}}  {r['paper']}")
         indent = " " * (width + 2)
-        print(textwrap.fill(f"trains: {r['trains']}", 100, initial_indent=indent, subsequent_indent=indent + "  "))
+        print(textwrap.fill(f"trains: {r['trains']}", 100, initial_indent=indent,
+                            subsequent_indent=indent + "  "))
         print(f"{indent}mergeable: {'yes' if r['mergeable'] else 'no'}   {r['url']}")
     return 0

@@ -13,13 +13,13 @@ import typing
 from typing import Any
 
 from ..errors import ConfigError
-from ..train.config import _HINTS, canonical_key, read_config_file
+from ..train.config import FIELD_TYPES, canonical_key, read_config_file
 
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 
 
 def _kinds(name: str | None) -> tuple:
-    hint = _HINTS.get(name) if name else None
+    hint = FIELD_TYPES.get(name) if name else None
     if hint is None:
         return ()
     return typing.get_args(hint) or (hint,)

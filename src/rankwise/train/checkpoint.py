@@ -3,7 +3,7 @@
 Layout of one checkpoint, <output_dir>/checkpoints/step-000050/:
     adapter/adapter.safetensors, adapter.json   the adapter (save_adapter; loadable on its own)
     optimizer.safetensors                       every optimizer state tensor, "state.<param index>.<name>"
-    rng.safetensors                             torch CPU/CUDA generator states, "rank<r>.torch", "rank<r>.cuda<i>"
+    rng.safetensors                             torch CPU/CUDA generators: "rank<r>.torch", "rank<r>.cuda<i>"
     trainer_state.json                          step, data position, scheduler, optimizer param groups and
                                                 non-tensor state, Python/NumPy RNG per rank, run fingerprint
     manifest.json                               written last: the step and every file's size and sha256
@@ -70,7 +70,8 @@ def capture_rng(rank: int) -> tuple[dict[str, torch.Tensor], dict]:
             tensors[f"rank{rank}.cuda{i}"] = state
     version, mt, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return tensors, {"python": [version, list(mt), gauss], "numpy": [kind, keys.tolist(), pos, has_gauss, cached]}
+    rest = {"python": [version, list(mt), gauss], "numpy": [kind, keys.tolist(), pos, has_gauss, cached]}
+    return tensors, rest
 
 
 def restore_rng(rank: int, tensors: dict[str, torch.Tensor], rest: dict) -> None:
@@ -135,8 +136,8 @@ def verify_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
-        raise AdapterFileError(f"{path} has no manifest.json: the checkpoint is incomplete (interrupted save?); "
-                               "resume from an earlier one or with resume=latest.")
+        raise AdapterFileError(f"{path} has no manifest.json: the checkpoint is incomplete (interrupted "
+                               "save?); resume from an earlier one or with resume=latest.")
     try:
         manifest = json.loads(manifest_path.read_text())
         files = manifest["files"]
@@ -177,7 +178,8 @@ def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
         return None
     path = Path(resume)
     if not path.is_dir():
-        raise AdapterFileError(f"resume={resume!r}: no such checkpoint folder; use \"latest\" or a step-* folder.")
+        raise AdapterFileError(f"resume={resume!r}: no such checkpoint folder; "
+                               "use latest or a step-* folder.")
     verify_checkpoint(path)
     return path
 

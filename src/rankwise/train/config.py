@@ -31,10 +31,10 @@ class TrainConfig:
     method: str = _opt("lora", "adapter method, one of `rankwise methods`")
     # null: the method's own default (most use rank 8, alpha 16, all-linear; block adapters all-blocks)
     rank: int | None = _opt(None, "adapter rank (null: the method's default)")
-    alpha: float | None = _opt(None, "adapter scale numerator, scale = alpha / rank for LoRA (null: method default)")
+    alpha: float | None = _opt(None, "adapter scale numerator; LoRA scales by alpha / rank (null: method's)")
     dropout: float | None = _opt(None, "dropout on the adapter's input (null: the method's default)")
     targets: str | list[str] | None = _opt(
-        None, "modules to adapt: all-linear, all-blocks, a regex, or a list of names/globs (null: method default)")
+        None, "modules to adapt: all-linear, all-blocks, a regex, or a list of names/globs (null: method's)")
     method_config: dict = field(
         default_factory=dict, metadata={"help": "method-specific config fields, e.g. {\"svd_iters\": 4}"})
     adapter_name: str = _opt("default", "name the adapter is attached and saved under")
@@ -69,7 +69,7 @@ class TrainConfig:
         if self.method_config is None:
             self.method_config = {}
         for f in dataclasses.fields(self):
-            setattr(self, f.name, _checked_type(f.name, getattr(self, f.name), _HINTS[f.name]))
+            setattr(self, f.name, _checked_type(f.name, getattr(self, f.name), FIELD_TYPES[f.name]))
         _check_values(self)
 
     def adapter_config(self):
@@ -106,7 +106,8 @@ class TrainConfig:
             else:
                 resolved[name] = value
         if unknown:
-            raise ConfigError("; ".join(_unknown_key_message(k, resolved.get("method", "lora")) for k in unknown))
+            method = resolved.get("method", "lora")
+            raise ConfigError("; ".join(_unknown_key_message(k, method) for k in unknown))
         return cls(**resolved)
 
     @classmethod
@@ -115,7 +116,7 @@ class TrainConfig:
         return cls.from_dict(read_config_file(path))
 
 
-_HINTS = typing.get_type_hints(TrainConfig)
+FIELD_TYPES = typing.get_type_hints(TrainConfig)
 FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
 ALIASES = {
     "model_name_or_path": "model", "base_model": "model", "r": "rank", "lora_r": "rank",
@@ -123,7 +124,8 @@ ALIASES = {
     "batch_size": "per_device_train_batch_size", "train_batch_size": "per_device_train_batch_size",
     "dataset": "data", "data_path": "data", "train_file": "data", "eval_file": "eval_data",
     "save_steps": "save_every", "eval_steps": "eval_every", "resume_from_checkpoint": "resume",
-    "max_seq_length": "max_length", "cutoff_len": "max_length", "gradient_accumulation": "gradient_accumulation_steps",
+    "max_seq_length": "max_length", "cutoff_len": "max_length",
+    "gradient_accumulation": "gradient_accumulation_steps",
 }
 
 
@@ -154,9 +156,10 @@ def _checked_type(name: str, value: Any, hint: Any) -> Any:
             return float(value)
         if base is list and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
             return list(value)
-        if base in (int, str, bool, dict) and isinstance(value, base) and not (base is int and isinstance(value, bool)):
-            return value
-    names = " or ".join("null" if k is type(None) else getattr(typing.get_origin(k) or k, "__name__", str(k)) for k in allowed)
+        if base in (int, str, bool, dict) and isinstance(value, base):
+            if not (base is int and isinstance(value, bool)):  # a bool is an int to isinstance, not a size
+                return value
+    names = " or ".join("null" if k is type(None) else (typing.get_origin(k) or k).__name__ for k in allowed)
     raise ConfigError(f"{name} must be {names}, got {value!r} ({type(value).__name__}).")
 
 
@@ -176,13 +179,16 @@ def _check_values(c: TrainConfig) -> None:
     require(not (c.warmup_steps and c.warmup_ratio), "set warmup_steps or warmup_ratio, not both.")
     require(0 <= c.eval_split < 1, f"eval_split must be in [0, 1), got {c.eval_split}.")
     require(c.eval_size is None or c.eval_size >= 0, "eval_size must be 0 or more (0 skips evaluation).")
-    require(c.save_total_limit is None or c.save_total_limit >= 1, "save_total_limit must be 1 or more, or null.")
+    require(c.save_total_limit is None or c.save_total_limit >= 1, 
+            "save_total_limit must be 1 or more, or null.")
     require((c.task is None) != (c.data is None),
-            "give exactly one of task=<bundled task> or data=<file.jsonl>" + (", not both." if c.task else "."))
+            "give exactly one of task=<bundled task> or data=<file.jsonl>"
+            + (", not both." if c.task else "."))
     for name in ("data", "eval_data"):
         path = getattr(c, name)
         require(path is None or Path(path).is_file(), f"{name}: no file at {path!r}; check the path.")
-    require(c.eval_data is None or c.data is not None, "eval_data goes with data=; a task has its own test split.")
+    require(c.eval_data is None or c.data is not None,
+            "eval_data goes with data=; a task has its own test split.")
     from ..models import EMBEDDED
 
     require(c.model in EMBEDDED or Path(c.model).expanduser().exists(),
@@ -204,7 +210,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         try:
             import yaml
         except ImportError:
-            raise ConfigError(f"{path} is YAML but PyYAML is not installed; pip install pyyaml, or use JSON.") from None
+            raise ConfigError(f"{path} is YAML but PyYAML is not installed; pip install pyyaml, "
+                              "or use JSON.") from None
         try:
             values = yaml.safe_load(text)
         except yaml.YAMLError as err:

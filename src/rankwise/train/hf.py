@@ -1,4 +1,4 @@
-"""Run any rankwise method inside a transformers.Trainer: a callback for the hooks, a helper for the optimizer.
+"""Any rankwise method inside transformers.Trainer: a callback for the hooks, a helper for the optimizer.
 
     model = rankwise.adapt(model, "lora", rank=8)
     trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator,

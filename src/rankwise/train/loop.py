@@ -36,7 +36,8 @@ RESUMABLE_CHANGES = {"max_steps", "output_dir", "eval_every", "save_every", "sav
 def make_accelerator(config: TrainConfig):
     from accelerate import Accelerator
 
-    return Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=config.gradient_accumulation_steps)
+    return Accelerator(cpu=not torch.cuda.is_available(),
+                       gradient_accumulation_steps=config.gradient_accumulation_steps)
 
 
 def stream_indices(n_examples: int, start: int, count: int, seed: int) -> list[int]:
@@ -162,9 +163,10 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
         if config.save_every and step % config.save_every == 0:
             rng = gather_object([capture_rng(rank)])  # every process's generators, in rank order
             if accelerator.is_main_process:
-                write_checkpoint(model, config.adapter_name, config.output_dir, step, optimizer.state_dict(), rng,
-                                 {"scheduler": scheduler.state_dict(), "micro_batches": step * accum,
-                                  "fingerprint": fingerprint, **(extra_state or {})})
+                state = {"scheduler": scheduler.state_dict(), "micro_batches": step * accum,
+                         "fingerprint": fingerprint, **(extra_state or {})}
+                write_checkpoint(model, config.adapter_name, config.output_dir, step, optimizer.state_dict(),
+                                 rng, state)
                 rotate_checkpoints(config.output_dir, config.save_total_limit)
             accelerator.wait_for_everyone()
     bar.close()
@@ -180,6 +182,6 @@ def _restart_log(path: Path, step: int) -> list[dict]:
     if step > 0 and path.is_file():
         records = [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= step]
         if len(records) < step:
-            warnings.warn(f"{path} has {len(records)} records for {step} resumed steps; the loss curve has gaps")
+            warnings.warn(f"{path} has {len(records)} records for {step} resumed steps; the curve has gaps")
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return records

@@ -32,7 +32,8 @@ def plot_loss(records: list[dict], path: str | Path, title: str = "training loss
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     lr_ax = ax.twinx()
-    lr_ax.plot(steps, [r["lr"] for r in records], color="tab:gray", linestyle="--", linewidth=1, label="learning rate")
+    lr_ax.plot(steps, [r["lr"] for r in records], color="tab:gray", linestyle="--", linewidth=1,
+               label="learning rate")
     lr_ax.set_ylabel("learning rate")
     evals = [r for r in records if "exact_match" in r]
     if evals:

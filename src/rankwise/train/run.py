@@ -65,7 +65,10 @@ def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", config.to_dict())
     resume_from = resolve_resume(config.resume, out) if config.resume else None
-    base_saved = json.loads((resume_from / "trainer_state.json").read_text()).get("base_eval") if resume_from else None
+    # A resumed run reuses the base model's score from its checkpoint instead of generating again.
+    base_saved = None
+    if resume_from is not None:
+        base_saved = json.loads((resume_from / "trainer_state.json").read_text()).get("base_eval")
 
     set_seed(config.seed)  # the adapter init is then identical on every process and every run
     model, tokenizer = load(config.model)
@@ -95,11 +98,13 @@ def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
         say(f"resuming from {resume_from}")
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    trained = train(model, features, config, pad_token_id=pad_id, accelerator=accelerator, resume_from=resume_from,
-                    extra_state={"base_eval": base}, evaluate=lambda step: evaluate() or {})
+    trained = train(model, features, config, pad_token_id=pad_id, accelerator=accelerator,
+                    resume_from=resume_from, extra_state={"base_eval": base},
+                    evaluate=lambda step: evaluate() or {})
     result: dict[str, Any] = {
         "output_dir": str(out), "method": config.method, "model": config.model, "steps": trained["step"],
-        "final_loss": trained["loss"] if math.isfinite(trained["loss"]) else None, "trainable_parameters": counts["trainable"],
+        "final_loss": trained["loss"] if math.isfinite(trained["loss"]) else None,
+        "trainable_parameters": counts["trainable"],
         "total_parameters": counts["total"], "train_examples": len(features), "eval_examples": len(held_out),
         "base_exact_match": base and base["exact_match"], "resumed_from": resume_from and str(resume_from),
     }
@@ -109,7 +114,8 @@ def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
         save_adapter(model, out / "adapter", config.adapter_name)
         result["adapter_path"] = str(out / "adapter")
         result["log_path"] = str(out / "log.jsonl")
-        result["plot_path"] = str(plot_loss(trained["log"], out / "loss.png", f"{config.method} on {config.model}"))
+        title = f"{config.method} on {config.model}"
+        result["plot_path"] = str(plot_loss(trained["log"], out / "loss.png", title))
         write_json(out / "results.json", result)
     accelerator.wait_for_everyone()
     return result

@@ -29,6 +29,7 @@ def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.0) -> flo
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, warmup: int, total: int, floor: float = 0.0) -> LambdaLR:
+def build_scheduler(optimizer: torch.optim.Optimizer, warmup: int, total: int,
+                    floor: float = 0.0) -> LambdaLR:
     """A LambdaLR that multiplies every parameter group's own lr (so per-group LRs keep their ratios)."""
     return LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total, floor))
