@@ -46,7 +46,11 @@ def split_examples(config: TrainConfig) -> tuple[list[dict], list[dict]]:
 
 
 def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
-    """Run one fine-tuning job; returns what results.json holds. Safe under torchrun/accelerate launch."""
+    """Run one fine-tuning job; returns what results.json holds.
+
+    Under torchrun / accelerate launch every process trains its share of each batch; the main process
+    alone evaluates and writes the outputs, so only its dict has tuned_exact_match and the paths.
+    """
     from accelerate.utils import set_seed
 
     from ..data import encode_example
