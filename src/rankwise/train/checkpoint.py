@@ -16,8 +16,6 @@ Checkpoints are taken at optimizer-step boundaries only, so no half-accumulated 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import re
 import shutil
@@ -27,9 +25,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
-
 from ..errors import AdapterFileError
+from ..io.readers import load_tensors, read_json, sha256_file
 
 FORMAT = "rankwise-checkpoint/1"
 _STEP_DIR = re.compile(r"step-(\d+)")
@@ -91,14 +88,6 @@ def restore_rng(rank: int, tensors: dict[str, torch.Tensor], rest: dict) -> None
 
 
 # --- writing -----------------------------------------------------------------------------------------------
-def _digest(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
 def write_checkpoint(model, name: str, output_dir: str | Path, step: int, optimizer_state: dict,
                      rng: list[tuple[dict, dict]], trainer_state: dict) -> Path:
     """Commit one checkpoint folder (main process only); `rng` holds one (tensors, rest) per process."""
@@ -117,7 +106,7 @@ def write_checkpoint(model, name: str, output_dir: str | Path, step: int, optimi
         write_json(tmp / "trainer_state.json", state)
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest = {"format": FORMAT, "step": step, "files": {
-            str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _digest(p)} for p in files}}
+            str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files}}
         write_json(tmp / "manifest.json", manifest)  # last: its presence means every file above is complete
     return target
 
@@ -138,14 +127,13 @@ def verify_checkpoint(path: str | Path) -> dict:
     if not manifest_path.is_file():
         raise AdapterFileError(f"{path} has no manifest.json: the checkpoint is incomplete (interrupted "
                                "save?); resume from an earlier one or with resume=latest.")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise AdapterFileError(f"{manifest_path} is unreadable ({err}); the checkpoint is damaged.") from None
+    manifest = read_json(manifest_path)
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise AdapterFileError(f"{manifest_path} lists no files; the checkpoint is damaged.")
     for rel, entry in files.items():
         file = path / rel
-        if not file.is_file() or file.stat().st_size != entry["bytes"] or _digest(file) != entry["sha256"]:
+        if not file.is_file() or file.stat().st_size != entry["bytes"] or sha256_file(file) != entry["sha256"]:
             raise AdapterFileError(f"{file} is missing or differs from what the manifest recorded; "
                                    "the checkpoint is damaged, resume from another one.")
     return manifest
@@ -188,8 +176,8 @@ def read_checkpoint(path: str | Path) -> dict:
     """Everything needed to continue: trainer state, flat tensors, and the adapter tensors by module path."""
     path = Path(path)
     verify_checkpoint(path)
-    state = json.loads((path / "trainer_state.json").read_text())
-    state["optimizer"] = unflatten_optimizer(load_file(path / "optimizer.safetensors"), state["optimizer"])
-    state["rng_tensors"] = load_file(path / "rng.safetensors")
-    state["adapter"] = load_file(path / "adapter" / "adapter.safetensors")
+    state = read_json(path / "trainer_state.json")
+    state["optimizer"] = unflatten_optimizer(load_tensors(path / "optimizer.safetensors")[0], state["optimizer"])
+    state["rng_tensors"] = load_tensors(path / "rng.safetensors")[0]
+    state["adapter"] = load_tensors(path / "adapter" / "adapter.safetensors")[0]
     return state

@@ -11,7 +11,6 @@ Outputs in config.output_dir:
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -55,7 +54,7 @@ def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
 
     from ..data import encode_example
     from ..io import save_adapter
-    from ..io.atomic import write_json
+    from ..io import read_json, write_json
     from ..models import load
     from .evaluate import exact_match
     from .plot import plot_loss  # matplotlib loads in about a second: only when a run draws
@@ -72,7 +71,7 @@ def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     # A resumed run reuses the base model's score from its checkpoint instead of generating again.
     base_saved = None
     if resume_from is not None:
-        base_saved = json.loads((resume_from / "trainer_state.json").read_text()).get("base_eval")
+        base_saved = read_json(resume_from / "trainer_state.json").get("base_eval")
 
     set_seed(config.seed)  # the adapter init is then identical on every process and every run
     model, tokenizer = load(config.model)
