@@ -75,7 +75,7 @@ def adapt(
             weight = getattr(base, "weight", None)  # block-level methods have none
             adapter.init_from_weight(None if weight is None else weight.detach())
         else:
-            _load_layer_state(adapter, path, state)
+            load_layer_state(adapter, path, state)
         built[path] = adapter
     # Only now, with every layer built and checked, is the model touched: a bad config or file
     # never leaves it half-adapted.
@@ -107,7 +107,7 @@ def _target_paths(model: nn.Module, config: AdapterConfig) -> list[str]:
     return list(paths)
 
 
-def _load_layer_state(adapter: Adapter, path: str, state: Mapping[str, torch.Tensor]) -> None:
+def load_layer_state(adapter: Adapter, path: str, state: Mapping[str, torch.Tensor]) -> None:
     prefix = path + "."
     own = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
     expected = adapter.state_dict()

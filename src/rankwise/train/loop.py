@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..adapters import hooks, layers_of
-from ..adapters.api import _load_layer_state
+from ..adapters.api import load_layer_state
 from ..errors import ConfigError
 from .checkpoint import capture_rng, read_checkpoint, restore_rng, rotate_checkpoints, write_checkpoint
 from .config import TrainConfig
@@ -72,7 +72,7 @@ def _check_fingerprint(saved: dict, current: dict, path: Path) -> None:
 def _load_adapter_tensors(model: nn.Module, name: str, tensors: dict[str, torch.Tensor]) -> None:
     # the same per-layer loader (and shape/missing-key errors) that adapt(state=...) uses
     for path, adapter in layers_of(model, name).items():
-        _load_layer_state(adapter, path, tensors)
+        load_layer_state(adapter, path, tensors)
 
 
 def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_token_id: int,
