@@ -10,7 +10,7 @@ Per layer, an Adapter implements
 and may override
     merged_weight(weight)        for methods that transform W rather than add to it (DoRA)
     init_from_weight(weight)     for data-free inits that read W (PiSSA's SVD)
-    regularizer(), after_step(step), finalize()    per-layer training hooks
+    regularizer(), after_step(step), end_task(), finalize()    per-layer training hooks
 
 Model-level hooks, called once per adapter name with all of its layers:
     init_from_data(model, layers, batches)    gradient- or activation-based inits
@@ -118,6 +118,9 @@ class Adapter(nn.Module):
 
     def after_step(self, step: int) -> None:
         pass
+
+    def end_task(self) -> None:
+        """Called between the tasks of a continual-learning sequence (CoDyRA: prune, freeze, reset)."""
 
     def finalize(self) -> "Adapter | None":
         """Called once after training; may return a replacement (SoRA returns a smaller plain LoRA)."""

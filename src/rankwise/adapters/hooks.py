@@ -5,6 +5,7 @@ Each call visits the active adapters of a model and dispatches to their method's
     param_groups(model, lr)          optimizer parameter groups (per-parameter learning rates)
     regularizer(model)               a scalar to add to the loss, or None
     after_step(model, step)          after each optimizer step (proximal updates, mask refresh, pruning)
+    end_task(model)                  between the tasks of a continual-learning sequence
     finalize(model)                  once after training
 """
 
@@ -45,6 +46,12 @@ def after_step(model: nn.Module, step: int) -> None:
     for layers in _active(model).values():
         for adapter in layers.values():
             adapter.after_step(step)
+
+
+def end_task(model: nn.Module) -> None:
+    for layers in _active(model).values():
+        for adapter in layers.values():
+            adapter.end_task()
 
 
 def finalize(model: nn.Module) -> None:

@@ -38,8 +38,10 @@ class TrainConfig:
     method_config: dict = field(
         default_factory=dict, metadata={"help": "method-specific config fields, e.g. {\"svd_iters\": 4}"})
     adapter_name: str = _opt("default", "name the adapter is attached and saved under")
-    task: str | None = _opt(None, "a bundled task (see rankwise.data.list_tasks()); or give data=")
-    data: str | None = _opt(None, "a JSONL/CSV file of prompt/answer rows; or give task=")
+    task: str | list[str] | None = _opt(
+        None, "a bundled task (see rankwise.data.list_tasks()), or a list of tasks learned in order; or give data=")
+    data: str | list[str] | None = _opt(
+        None, "a JSONL/CSV file of prompt/answer rows, or a list of files learned in order; or give task=")
     eval_data: str | None = _opt(None, "held-out file for data=; default: the last eval_split of data")
     prompt_field: str = _opt("prompt", "column of data holding the prompt")
     answer_field: str = _opt("answer", "column of data holding the answer")
@@ -88,6 +90,14 @@ class TrainConfig:
         if clash:
             raise ConfigError(f"set {clash} at the top level of the config, not in method_config.")
         return cls(**shared, **self.method_config)
+
+    def sequence(self) -> list["TrainConfig"]:
+        """One single-task config per task (or data file) of a continual-learning list, in order."""
+        if isinstance(self.task, list):
+            return [dataclasses.replace(self, task=task) for task in self.task]
+        if isinstance(self.data, list):
+            return [dataclasses.replace(self, data=path) for path in self.data]
+        return [self]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -163,6 +173,10 @@ def _checked_type(name: str, value: Any, hint: Any) -> Any:
     raise ConfigError(f"{name} must be {names}, got {value!r} ({type(value).__name__}).")
 
 
+def _as_list(value: str | list[str] | None) -> list[str]:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
+
+
 def _check_values(c: TrainConfig) -> None:
     def require(ok: bool, message: str) -> None:
         if not ok:
@@ -184,11 +198,14 @@ def _check_values(c: TrainConfig) -> None:
     require((c.task is None) != (c.data is None),
             "give exactly one of task=<bundled task> or data=<file.jsonl>"
             + (", not both." if c.task else "."))
-    for name in ("data", "eval_data"):
-        path = getattr(c, name)
-        require(path is None or Path(path).is_file(), f"{name}: no file at {path!r}; check the path.")
+    for path in _as_list(c.data) + _as_list(c.eval_data):
+        require(Path(path).is_file(), f"no file at {path!r}; check the path.")
     require(c.eval_data is None or c.data is not None,
             "eval_data goes with data=; a task has its own test split.")
+    if isinstance(c.task, list) or isinstance(c.data, list):
+        require(len(c.sequence()) >= 1, "the list of tasks is empty.")
+        require(c.eval_data is None, "with a list of data files, each file's held-out part is its eval_split.")
+        require(c.resume is None, "a sequence of tasks cannot resume; run it again from the start.")
     from ..models import EMBEDDED
 
     require(c.model in EMBEDDED or Path(c.model).expanduser().exists(),
@@ -196,7 +213,8 @@ def _check_values(c: TrainConfig) -> None:
     if c.task is not None:
         from ..data import list_tasks
 
-        require(c.task in list_tasks(), f"unknown task {c.task!r}; bundled tasks: {', '.join(list_tasks())}.")
+        for task in _as_list(c.task):
+            require(task in list_tasks(), f"unknown task {task!r}; bundled tasks: {', '.join(list_tasks())}.")
     c.adapter_config()  # unknown method, bad rank, stray method_config keys
 
 

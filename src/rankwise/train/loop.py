@@ -77,13 +77,14 @@ def _load_adapter_tensors(model: nn.Module, name: str, tensors: dict[str, torch.
 
 def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_token_id: int,
           accelerator=None, resume_from: Path | None = None, extra_state: dict | None = None,
-          evaluate: Callable[[int], dict] | None = None) -> dict:
+          evaluate: Callable[[int], dict] | None = None, finalize: bool = True) -> dict:
     """Train the active adapter of `model` on encoded `features` ({"input_ids", "labels"}).
 
     Writes <output_dir>/log.jsonl (one record per step) and, every save_every steps, a checkpoint.
     `resume_from` is a checkpoint folder (see rankwise.train.checkpoint.resolve_resume). `extra_state`
     (JSON) is stored in every checkpoint. `evaluate(step)`, if given, runs on the main process every
-    eval_every steps and its dict is logged. Returns {"step", "loss", "log"}.
+    eval_every steps and its dict is logged. `finalize=False` leaves hooks.finalize to the caller (a
+    sequence of tasks finalizes after the last one). Returns {"step", "loss", "log"}.
     """
     from accelerate.utils import gather_object
     from ..data import collate
@@ -171,7 +172,8 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
                 rotate_checkpoints(config.output_dir, config.save_total_limit)
             accelerator.wait_for_everyone()
     bar.close()
-    hooks.finalize(model)
+    if finalize:
+        hooks.finalize(model)
     wrapped.eval()
     return {"step": step, "loss": loss_value, "log": log}
 

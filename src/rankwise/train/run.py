@@ -11,13 +11,14 @@ Outputs in config.output_dir:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..adapters import adapt, disabled, trainable_parameters
+from ..adapters import adapt, disabled, hooks, trainable_parameters
 from .checkpoint import resolve_resume
 from .config import TrainConfig
 from .loop import make_accelerator, train
@@ -42,6 +43,10 @@ def split_examples(config: TrainConfig) -> tuple[list[dict], list[dict]]:
     if config.eval_size is not None:
         held_out = held_out[: config.eval_size]
     return list(train_rows), list(held_out)
+
+
+def _label(phase: TrainConfig, phases: list[TrainConfig]) -> str:
+    return f" on {phase.task or phase.data}" if len(phases) > 1 else ""
 
 
 def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
@@ -75,14 +80,19 @@ def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
 
     set_seed(config.seed)  # the adapter init is then identical on every process and every run
     model, tokenizer = load(config.model)
-    train_rows, held_out = split_examples(config)
-    features = [encode_example(tokenizer, row, config.max_length) for row in train_rows]
-    adapt(model, config.method, name=config.adapter_name, config=config.adapter_config())
+    phases = config.sequence()  # one config per task; several for a continual-learning sequence
+    splits = [split_examples(phase) for phase in phases]
+    adapter_config = config.adapter_config()
+    if len(phases) > 1 and "task_steps" in {f.name for f in dataclasses.fields(adapter_config)} \
+            and "task_steps" not in config.method_config:
+        adapter_config.task_steps = config.max_steps  # per-task schedules (CoDyRA) span one task's steps
+    adapt(model, config.method, name=config.adapter_name, config=adapter_config)
     counts = trainable_parameters(model)
     say(f"rankwise: {config.method} on {config.model}: {counts['trainable']:,} trainable of "
-        f"{counts['total']:,} parameters; {len(features)} training examples, {len(held_out)} held out")
+        f"{counts['total']:,} parameters; {sum(len(t) for t, _ in splits)} training examples, "
+        f"{sum(len(h) for _, h in splits)} held out, {len(phases)} task(s)")
 
-    def evaluate() -> dict | None:
+    def evaluate(held_out: list[dict]) -> dict | None:
         if not held_out:
             return None
         model.to(accelerator.device)
@@ -90,35 +100,58 @@ def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
                              batch_size=config.eval_batch_size, progress=config.progress)
         return {"exact_match": result["exact_match"]}
 
-    base = base_saved
-    if base is None and main:
+    def evaluate_all(upto: int) -> list[float | None]:
+        return [(r := evaluate(held)) and r["exact_match"] for _, held in splits[:upto]]
+
+    bases = [base_saved] if base_saved is not None else None
+    if bases is None and main:
         with disabled(model):
-            base = evaluate()
+            bases = [evaluate(held) for _, held in splits]
     accelerator.wait_for_everyone()
-    if base is not None:
-        say(f"base exact match (adapter disabled): {base['exact_match']:.3f}")
+    for phase, base in zip(phases, bases or []):
+        if base is not None:
+            say(f"base exact match (adapter disabled){_label(phase, phases)}: {base['exact_match']:.3f}")
     if resume_from is not None:
         say(f"resuming from {resume_from}")
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    trained = train(model, features, config, pad_token_id=pad_id, accelerator=accelerator,
-                    resume_from=resume_from, extra_state={"base_eval": base},
-                    evaluate=lambda step: evaluate() or {})
+    log, after_each_task = [], []
+    for index, (phase, (train_rows, held_out)) in enumerate(zip(phases, splits)):
+        if len(phases) > 1:
+            phase = dataclasses.replace(phase, output_dir=str(out / f"task-{index + 1}"))
+            say(f"task {index + 1}/{len(phases)}{_label(phase, phases)}")
+        features = [encode_example(tokenizer, row, config.max_length) for row in train_rows]
+        last = index == len(phases) - 1
+        trained = train(model, features, phase, pad_token_id=pad_id, accelerator=accelerator,
+                        resume_from=resume_from, extra_state={"base_eval": bases and bases[0]},
+                        evaluate=lambda step, held=held_out: evaluate(held) or {}, finalize=last)
+        log += [dict(record, step=record["step"] + index * config.max_steps) for record in trained["log"]]
+        if not last:
+            hooks.end_task(model)
+            if main:
+                after_each_task.append(evaluate_all(index + 1))
+    base = bases and bases[-1]
     result: dict[str, Any] = {
-        "output_dir": str(out), "method": config.method, "model": config.model, "steps": trained["step"],
+        "output_dir": str(out), "method": config.method, "model": config.model,
+        "steps": trained["step"] * len(phases),
         "final_loss": trained["loss"] if math.isfinite(trained["loss"]) else None,
-        "trainable_parameters": counts["trainable"],
-        "total_parameters": counts["total"], "train_examples": len(features), "eval_examples": len(held_out),
+        "trainable_parameters": counts["trainable"], "total_parameters": counts["total"],
+        "train_examples": sum(len(t) for t, _ in splits), "eval_examples": sum(len(h) for _, h in splits),
         "base_exact_match": base and base["exact_match"], "resumed_from": resume_from and str(resume_from),
     }
     if main:
-        tuned = evaluate()
-        result["tuned_exact_match"] = tuned and tuned["exact_match"]
+        final = evaluate_all(len(phases))
+        result["tuned_exact_match"] = final[-1]
+        if len(phases) > 1:
+            # Row i: exact match on tasks 1..i+1 right after learning task i+1 (the forgetting matrix).
+            result["tasks"] = [p.task or p.data for p in phases]
+            result["base_exact_match_per_task"] = [b and b["exact_match"] for b in bases]
+            result["exact_match_after_each_task"] = after_each_task + [final]
         save_adapter(model, out / "adapter", config.adapter_name)
         result["adapter_path"] = str(out / "adapter")
-        result["log_path"] = str(out / "log.jsonl")
+        result["log_path"] = str(out / ("task-1" if len(phases) > 1 else "") / "log.jsonl")
         title = f"{config.method} on {config.model}"
-        result["plot_path"] = str(plot_loss(trained["log"], out / "loss.png", title))
+        result["plot_path"] = str(plot_loss(log, out / "loss.png", title))
         write_json(out / "results.json", result)
     accelerator.wait_for_everyone()
     return result

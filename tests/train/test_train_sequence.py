@@ -1,0 +1,39 @@
+"""A list of tasks is learned in order: end_task between tasks, finalize once, a forgetting matrix."""
+
+import json
+
+from rankwise.cli.main import main
+from rankwise.errors import ConfigError
+from rankwise.train import TrainConfig
+
+import pytest
+
+
+def _task_file(path, offset):
+    rows = [{"prompt": f"Add {offset} to {n}.", "answer": str(n + offset)} for n in range(12)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+def test_codyra_learns_a_list_of_tasks_in_order(tmp_path, capsys):
+    first, second = _task_file(tmp_path / "a.jsonl", 1), _task_file(tmp_path / "b.jsonl", 100)
+    out = tmp_path / "run"
+    argv = ["finetune", "model=tiny-llama", "method=codyra", "rank=4", "max_steps=3", "max_length=48",
+            "per_device_train_batch_size=4", "eval_split=0.25", "max_new_tokens=3", "progress=false",
+            f"output_dir={out}", f"data={json.dumps([first, second])}"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["tasks"] == [first, second]
+    matrix = results["exact_match_after_each_task"]
+    assert [len(row) for row in matrix] == [1, 2]
+    assert all(0.0 <= value <= 1.0 for row in matrix for value in row)
+    assert (out / "task-1" / "log.jsonl").is_file() and (out / "task-2" / "log.jsonl").is_file()
+    saved = json.loads((out / "adapter" / "adapter.json").read_text())
+    assert saved["method"] == "lora"  # CoDyRA's finalize folds every task into one plain LoRA
+    assert results["steps"] == 6
+
+
+def test_a_sequence_cannot_resume(tmp_path):
+    first = _task_file(tmp_path / "a.jsonl", 1)
+    with pytest.raises(ConfigError, match="cannot resume"):
+        TrainConfig.from_dict({"model": "tiny-llama", "data": [first, first], "resume": "latest"})
