@@ -25,32 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .base import Adapter, AdapterConfig, register
-
-
-def block_width(block: nn.Module) -> int:
-    """The hidden size a transformer block reads and writes."""
-    for attr in ("hidden_size", "embed_dim", "d_model"):
-        value = getattr(block, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    linears = [m for m in block.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ConfigError(f"cannot tell the hidden size of a {type(block).__name__}: it has no nn.Linear.")
-    return linears[-1].out_features  # a block's last projection writes back to the residual stream
-
-
-def is_block(module: nn.Module) -> bool:
-    return not isinstance(module, nn.Linear) and any(isinstance(m, nn.Linear) for m in module.modules())
-
-
-def hidden_of(out: Any) -> torch.Tensor:
-    """The hidden states of a block's output: the tensor itself, or the first element of a tuple."""
-    return out[0] if isinstance(out, tuple) else out
-
-
-def with_hidden(out: Any, hidden: torch.Tensor) -> Any:
-    return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
+from ._blocks import BlockAdapter, hidden_of, with_hidden
+from .base import AdapterConfig, register
 
 
 @dataclass
@@ -67,22 +43,11 @@ class AdapterTuneConfig(AdapterConfig):
 
 
 @register("adaptertune")
-class AdapterTune(Adapter):
+class AdapterTune(BlockAdapter):
     config_class = AdapterTuneConfig
     paper = "AdapterTune: Zero-Initialized Low-Rank Adapters for Frozen Vision Transformers"
     url = "https://arxiv.org/abs/2603.14706"
     trains = "W_down (rank×d) + b_down, W_up (d×rank) + b_up after each block: 2·d·rank + rank + d"
-    mergeable = False
-    wraps_what = "whole transformer blocks (targets=\"all-blocks\" picks them)"
-
-    @classmethod
-    def can_wrap(cls, module: nn.Module) -> bool:
-        return is_block(module)
-
-    @classmethod
-    def features(cls, base: nn.Module) -> tuple[int, int]:
-        width = block_width(base)
-        return width, width
 
     def __init__(self, base: nn.Module, config: AdapterTuneConfig):
         super().__init__(base, config)

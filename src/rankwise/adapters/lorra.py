@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .adaptertune import block_width, hidden_of, is_block, with_hidden
-from .base import Adapter, AdapterConfig, register
+from ._blocks import BlockAdapter, hidden_of, with_hidden
+from .base import AdapterConfig, register
 
 
 def attention_heads(block: nn.Module) -> int | None:
@@ -103,22 +103,11 @@ class LorraConfig(AdapterConfig):
 
 
 @register("lorra")
-class Lorra(Adapter):
+class Lorra(BlockAdapter):
     config_class = LorraConfig
     paper = "Wings: Learning Multimodal LLMs without Text-only Forgetting"
     url = "https://arxiv.org/abs/2406.03496"
     trains = "per block: branches × (D_q,k,v,o (rank×d), U_q,k,v,o (d×rank)) + router (branches×d + branches)"
-    mergeable = False
-    wraps_what = "whole transformer blocks (targets=\"all-blocks\" picks them)"
-
-    @classmethod
-    def can_wrap(cls, module: nn.Module) -> bool:
-        return is_block(module)
-
-    @classmethod
-    def features(cls, base: nn.Module) -> tuple[int, int]:
-        width = block_width(base)
-        return width, width
 
     def __init__(self, base: nn.Module, config: LorraConfig):
         super().__init__(base, config)
