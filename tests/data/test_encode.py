@@ -28,7 +28,8 @@ def test_format_prompt_is_the_chat_template_with_generation_prompt(tokenizer):
 
 def test_labels_mask_exactly_the_prompt(tokenizer):
     encoded = encode_example(tokenizer, EXAMPLE, max_length=256)
-    prompt_len = len(tokenizer(format_prompt(tokenizer, EXAMPLE["prompt"]), add_special_tokens=False)["input_ids"])
+    prompt_text = format_prompt(tokenizer, EXAMPLE["prompt"])
+    prompt_len = len(tokenizer(prompt_text, add_special_tokens=False)["input_ids"])
     ids, labels = encoded["input_ids"], encoded["labels"]
     assert len(ids) == len(labels)
     assert labels[:prompt_len] == [IGNORE_INDEX] * prompt_len

@@ -52,7 +52,8 @@ def test_bad_json_reports_column(tmp_path):
 
 def test_not_utf8_names_the_line(tmp_path):
     path = tmp_path / "latin.jsonl"
-    path.write_bytes('{"prompt": "a", "answer": "1"}\n{"prompt": "caf\u00e9", "answer": "2"}\n'.encode("latin-1"))
+    text = '{"prompt": "a", "answer": "1"}\n{"prompt": "caf\u00e9", "answer": "2"}\n'
+    path.write_bytes(text.encode("latin-1"))
     with pytest.raises(DataError, match=r"latin\.jsonl:2: not UTF-8"):
         load_examples(path)
 
@@ -82,7 +83,10 @@ def test_csv_missing_column_names_line_and_columns(tmp_path):
         load_examples(path)
 
 
-@pytest.mark.parametrize("row, message", [("c,3,surplus", "3 cells but the header has 2"), ("c", "fewer cells")])
+@pytest.mark.parametrize("row, message", [
+    ("c,3,surplus", "3 cells but the header has 2"),
+    ("c", "fewer cells"),
+])
 def test_csv_ragged_row_names_line(tmp_path, row, message):
     path = _write(tmp_path / "d.csv", f"prompt,answer\na,1\nb,2\n{row}\n")
     with pytest.raises(DataError, match=rf"d\.csv:4: {message}"):

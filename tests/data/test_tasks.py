@@ -30,8 +30,8 @@ def test_shipped_files_are_what_the_generator_makes():
     train, test = make_tasks.iso_dates()
     folder = tasks_folder()
     for split, rows in (("train", train), ("test", test)):
-        shipped = [json.loads(line) for line in (folder / f"iso-dates.{split}.jsonl").read_text().splitlines()]
-        assert shipped == rows
+        lines = (folder / f"iso-dates.{split}.jsonl").read_text().splitlines()
+        assert [json.loads(line) for line in lines] == rows
 
 
 def test_every_style_appears_in_both_splits():

@@ -15,7 +15,8 @@ def test_tiny_llama_loads_with_smollm2_tokenizer(cache):
     assert isinstance(model, LlamaForCausalLM) and not model.training
     assert model.config.vocab_size == len(tokenizer)
     assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 64
-    assert "<|im_start|>" in tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    assert "<|im_start|>" in chat
     ids = torch.tensor([tokenizer("hello there")["input_ids"]])
     with torch.no_grad():
         logits = model(ids).logits

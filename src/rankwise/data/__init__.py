@@ -1,4 +1,4 @@
-"""Data: prompt/answer loaders, bundled tasks, chat-template encoding with assistant-only labels, collation."""
+"""Data: prompt/answer loaders, bundled tasks, chat-template encoding with answer-only labels, collation."""
 
 from .encode import IGNORE_INDEX, collate, encode_example, format_prompt
 from .loaders import load_examples

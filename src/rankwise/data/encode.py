@@ -65,7 +65,7 @@ def encode_example(tokenizer, example: dict, max_length: int) -> dict[str, list[
     if len(prompt_ids) >= max_length:
         raise DataError(
             f"an example's prompt is {len(prompt_ids)} tokens, which leaves no room for its answer within "
-            f"max_length={max_length}; raise max_length or shorten the prompt ({example['prompt'][:60]!r}...)."
+            f"max_length={max_length}; raise max_length or shorten the prompt {example['prompt'][:50]!r}..."
         )
     input_ids = (prompt_ids + answer_ids)[:max_length]
     labels = ([IGNORE_INDEX] * len(prompt_ids) + answer_ids)[:max_length]

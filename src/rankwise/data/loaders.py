@@ -31,9 +31,13 @@ def load_examples(path, prompt_field: str = "prompt", answer_field: str = "answe
     elif suffix == ".csv":
         rows = _csv_rows(path)
     else:
-        raise DataError(f"{path}: unsupported file type {suffix or '(none)'}; use .jsonl (one JSON object per line) or .csv.")
+        raise DataError(
+            f"{path}: unsupported file type {suffix or '(none)'}; use .jsonl (a JSON object a line) or .csv."
+        )
     fields = {"prompt": prompt_field, "answer": answer_field}
-    examples = [{key: _field(row, column, f"{path}:{line}") for key, column in fields.items()} for line, row in rows]
+    examples = [
+        {key: _field(row, column, f"{path}:{line}") for key, column in fields.items()} for line, row in rows
+    ]
     if not examples:
         raise DataError(f"{path}: the file has no examples.")
     return examples
@@ -74,7 +78,8 @@ def _csv_rows(path: Path):
         for row in reader:
             where = f"{path}:{reader.line_num}"
             if None in row:  # DictReader files surplus cells under the key None
-                raise DataError(f"{where}: {len(header) + len(row[None])} cells but the header has {len(header)}.")
+                cells = len(header) + len(row[None])
+                raise DataError(f"{where}: {cells} cells but the header has {len(header)}.")
             if any(value is None for value in row.values()):
                 raise DataError(f"{where}: fewer cells than the header's {len(header)} columns.")
             yield reader.line_num, row
@@ -85,7 +90,10 @@ def _csv_rows(path: Path):
 def _field(row: dict, column: str, where: str) -> str:
     if column not in row:
         present = ", ".join(str(key) for key in row) or "none"
-        raise DataError(f"{where}: no field {column!r} (fields: {present}); name the right column with prompt_field/answer_field.")
+        raise DataError(
+            f"{where}: no field {column!r} (fields: {present}); name the right columns with "
+            "prompt_field/answer_field."
+        )
     value = row[column]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)

