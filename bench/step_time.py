@@ -3,6 +3,8 @@
 Anchors, all measured in the same process and interleaved round by round so that machine noise hits
 every variant alike:
     base forward          the plain model, no adapter, under torch.no_grad()
+    frozen-base step      forward + backward through the activations of the frozen model, no adapter:
+                          the floor any adapter step sits on (the issue puts it at about 2x the forward)
     PEFT LoRA step        peft.get_peft_model with the same rank, alpha, targets
 Measured:
     rankwise LoRA step    forward + backward + AdamW step
@@ -43,6 +45,13 @@ def _train_step(model, optimizer, ids):
     return step
 
 
+def _frozen_step(model, ids):
+    def step():
+        model(input_ids=ids, labels=ids).loss.backward()
+
+    return step
+
+
 def _forward(model, ids):
     def run():
         with torch.no_grad():
@@ -72,8 +81,11 @@ def main() -> None:
     theirs = get_peft_model(
         copy.deepcopy(base), LoraConfig(r=args.rank, lora_alpha=2 * args.rank, target_modules="all-linear")
     )
+    frozen = copy.deepcopy(base)
+    frozen.requires_grad_(False)
+    frozen.enable_input_require_grads()  # backward then runs through every activation, as with an adapter
     merged = rankwise.merge(rankwise.adapt(copy.deepcopy(base), "lora", rank=args.rank, targets="all-linear"))
-    for model in (ours, theirs):
+    for model in (ours, theirs, frozen):
         model.train()
     for model in (base, merged):
         model.eval()
@@ -81,6 +93,7 @@ def main() -> None:
     variants = {
         "base_forward": _forward(base, ids),
         "merged_forward": _forward(merged, ids),
+        "frozen_base_step": _frozen_step(frozen, ids),
         "rankwise_lora_step": _train_step(ours, torch.optim.AdamW([p for p in ours.parameters() if p.requires_grad], 1e-4), ids),
         "peft_lora_step": _train_step(theirs, torch.optim.AdamW([p for p in theirs.parameters() if p.requires_grad], 1e-4), ids),
     }
@@ -94,6 +107,8 @@ def main() -> None:
     ratios = {
         "rankwise_lora_step / peft_lora_step": median["rankwise_lora_step"] / median["peft_lora_step"],
         "rankwise_lora_step / base_forward": median["rankwise_lora_step"] / median["base_forward"],
+        "frozen_base_step / base_forward": median["frozen_base_step"] / median["base_forward"],
+        "rankwise_lora_step / frozen_base_step": median["rankwise_lora_step"] / median["frozen_base_step"],
         "merged_forward / base_forward": median["merged_forward"] / median["base_forward"],
     }
     report = {
