@@ -11,9 +11,9 @@ import sys
 
 from ..errors import RankwiseError
 from . import eval as eval_cmd
-from . import finetune, generate, methods
+from . import analyze, finetune, generate, methods
 
-COMMANDS = [finetune, eval_cmd, generate, methods]
+COMMANDS = [finetune, eval_cmd, generate, methods, analyze]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,85 @@
+"""`rankwise analyze`: spectral diagnostics of a model's weights, optionally against a fine-tune, as a report.
+
+    rankwise analyze smollm2-135m                              # spectra, α, effective rank, WeLore
+    rankwise analyze tiny-llama --compare runs/demo/adapter    # + intruder dimensions vs the fine-tune
+
+Each mode is one function `_mode_<name>(args, model, result)` that adds its section to `result`;
+MODES lists them in the order they run. The report (report.json, PNGs, report.html) goes to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser("analyze", help="spectral diagnostics of a model (and a fine-tune) as a report",
+                            description=__doc__.split(":", 1)[1].split("\n\n")[0].strip())
+    parser.add_argument("model", help="embedded model name (smollm2-135m, tiny-llama, ...) or local HF folder")
+    parser.add_argument("--compare", metavar="FINETUNED_OR_ADAPTER",
+                        help="adapter folder (merged onto MODEL) or fine-tuned HF folder: count intruder dimensions")
+    parser.add_argument("--out", default=None, help="report folder (default: analysis-<model name>)")
+    parser.add_argument("--targets", nargs="+", default=["all-linear"],
+                        help="modules to analyze: all-linear (default), leaf names (q_proj v_proj) or globs")
+    parser.add_argument("--k", type=int, default=10, help="top-k fine-tuned directions checked (default 10)")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="intruder when max |cos| with the base's singular vectors is below this (default 0.5)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.set_defaults(run=run)
+
+
+def _targets(args: argparse.Namespace):
+    return "all-linear" if args.targets == ["all-linear"] else list(args.targets)
+
+
+def _mode_weights(args: argparse.Namespace, model, result: dict) -> None:
+    from ..analyze import analyze_weights
+
+    result["weights"] = analyze_weights(model, _targets(args), progress=not args.no_progress)
+    summary = result["weights"]["summary"]
+    alpha = summary["mean_alpha"]
+    print(f"{summary['n_layers']} layers; mean alpha {alpha:.3f}" if alpha is not None
+          else f"{summary['n_layers']} layers (too small for a power-law fit)")
+    for name in summary["by_alpha"][:5]:
+        layer = result["weights"]["layers"][name]
+        print(f"  alpha {layer['alpha']:7.3f}  erank ratio {layer['effective_rank_ratio']:.3f}  {name}")
+    print(f"WeLore: {len(summary['welore']['lrc'])} of {summary['n_layers']} layers low-rank (LRC) "
+          f"at tau {summary['welore']['tau']:.4f}")
+
+
+def _mode_compare(args: argparse.Namespace, model, result: dict) -> None:
+    if not args.compare:
+        return
+    from ..analyze import compare
+    from ..errors import ConfigError
+
+    if args.k < 1 or not 0 < args.threshold <= 1:
+        raise ConfigError(f"--k must be ≥ 1 and --threshold in (0, 1]; got {args.k} and {args.threshold}.")
+    result["tuned"] = args.compare
+    result["compare"] = compare(model, args.compare, _targets(args), k=args.k, threshold=args.threshold,
+                                progress=not args.no_progress)
+    cmp_ = result["compare"]
+    per_type = ", ".join(f"{t} {v['intruders']}" for t, v in cmp_["by_type"].items())
+    print(f"intruder dimensions (k={args.k}, eps={args.threshold}): {cmp_['total_intruders']} ({per_type})")
+
+
+MODES = [_mode_weights, _mode_compare]
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from ..analyze import write_report
+    from ..models import load
+
+    if args.compare and not Path(args.compare).expanduser().exists():
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--compare {args.compare}: no such folder; pass an adapter or HF model folder.")
+    model, _ = load(args.model)
+    result: dict = {"model": args.model}
+    for mode in MODES:
+        mode(args, model, result)
+    out = Path(args.out or f"analysis-{Path(args.model).name}")
+    report = write_report(result, out)
+    print(f"report: {report}")
+    return 0
