@@ -29,7 +29,7 @@ def test_embedding_norm_matches_direct_computation():
     model, tokenizer = load("tiny-llama")
     text = "one two three"
     ids = tokenizer(text, return_tensors="pt")["input_ids"]
-    expected = model.model.embed_tokens(ids)[0].norm(dim=-1).mean()
+    expected = model.model.embed_tokens(ids)[0].detach().norm(dim=-1).mean()
     assert residual_norms(model, tokenizer, text)["norm"][0] == pytest.approx(float(expected), rel=1e-5)
 
 
