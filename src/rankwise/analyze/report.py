@@ -42,7 +42,7 @@ def _plot_spectra(layers: dict, path: Path, title: str) -> None:
         ax.set_title(t, fontsize=9)
         ax.set_xlabel("i / rank")
     axes[0][0].set_ylabel("σ_i / σ_1")
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.04)  # above the panel titles, not on top of them
     _save(fig, path)
     plt.close(fig)
 
@@ -75,6 +75,10 @@ def _plot_intruders(by_type: dict, path: Path, k: int, threshold: float) -> None
     plt.close(fig)
 
 
+def _fmt(v) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
 def _table(header: list[str], rows: list[list]) -> str:
     def cell(v):
         return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
@@ -92,7 +96,7 @@ def _html(result: dict, images: list[str]) -> str:
     weights = result["weights"]
     layers, summary = weights["layers"], weights["summary"]
     parts = [f"<h1>rankwise analyze: {html.escape(str(result.get('model', '')))}</h1>",
-             f"<p>{summary['n_layers']} layers; mean α = {summary['mean_alpha']}; WeLore τ = "
+             f"<p>{summary['n_layers']} layers; mean α = {_fmt(summary['mean_alpha'])}; WeLore τ = "
              f"{summary['welore']['tau']:.4g} for {summary['welore']['reduction']:.0%} rank reduction.</p>",
              "<h2>By layer type</h2>",
              _table(["type", "layers", "mean α", "mean erank ratio", "mean stable rank", "WeLore LRC"],

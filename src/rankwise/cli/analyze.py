@@ -71,7 +71,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from ..analyze import write_report
     from ..models import load
 
-    if args.compare and not Path(args.compare).expanduser().exists():
+    if args.compare and not Path(args.compare).expanduser().is_dir():
         from ..errors import ConfigError
 
         raise ConfigError(f"--compare {args.compare}: no such folder; pass an adapter or HF model folder.")
