@@ -1,18 +1,24 @@
 """Read-only diagnostics: spectra, effective/stable rank, power-law α (WeightWatcher), WeLore labels,
-intruder dimensions between a base and a fine-tune, and an HTML/PNG/JSON report.
+intruder dimensions between a base and a fine-tune, layer-wise gradient spectra of examples (data
+quality), attention-head composition (Talking Heads), residual-stream norms by depth, and an
+HTML/PNG/JSON report.
 
     result = analyze_weights(model)                          # per layer + summary
     result["compare"] = compare(model, "runs/adapter")       # intruder dimensions vs a fine-tune
     write_report(result, "runs/analysis")                    # report.json, *.png, report.html
 """
 
+from .gradients import gradient_spectra, rank_examples
+from .heads import head_composition
 from .intruders import compare, intruder_dimensions, load_tuned
 from .powerlaw import esd, powerlaw_alpha
 from .report import write_report
+from .residual import residual_norms
 from .spectra import effective_rank, singular_values, stable_rank, welore_label, welore_tau
 from .weights import analyze_weights
 
 __all__ = [
-    "analyze_weights", "compare", "effective_rank", "esd", "intruder_dimensions", "load_tuned",
-    "powerlaw_alpha", "singular_values", "stable_rank", "welore_label", "welore_tau", "write_report",
+    "analyze_weights", "compare", "effective_rank", "esd", "gradient_spectra", "head_composition",
+    "intruder_dimensions", "load_tuned", "powerlaw_alpha", "rank_examples", "residual_norms",
+    "singular_values", "stable_rank", "welore_label", "welore_tau", "write_report",
 ]

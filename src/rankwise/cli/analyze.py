@@ -2,6 +2,7 @@
 
     rankwise analyze smollm2-135m                              # spectra, α, effective rank, WeLore
     rankwise analyze tiny-llama --compare runs/demo/adapter    # + intruder dimensions vs the fine-tune
+    rankwise analyze smollm2-135m --gradients data.jsonl --heads --residual
 
 Each mode is one function `_mode_<name>(args, model, result)` that adds its section to `result`;
 MODES lists them in the order they run. The report (report.json, PNGs, report.html) goes to --out.
@@ -25,6 +26,13 @@ def add_parser(sub) -> None:
     parser.add_argument("--k", type=int, default=10, help="top-k fine-tuned directions checked (default 10)")
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="intruder when max |cos| with the base's singular vectors is below this (default 0.5)")
+    parser.add_argument("--gradients", metavar="DATA.jsonl",
+                        help="per-example gradient nuclear norm / effective rank of the answer-only loss; "
+                             "ranks the examples by quality (higher score = cleaner)")
+    parser.add_argument("--heads", action="store_true",
+                        help="Q/K/V composition scores between attention heads and their low-rank channels")
+    parser.add_argument("--residual", nargs="?", const="", default=None, metavar="TEXT",
+                        help="hidden-state norm by depth on TEXT (a built-in paragraph if omitted)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(run=run)
 
@@ -64,7 +72,46 @@ def _mode_compare(args: argparse.Namespace, model, result: dict) -> None:
     print(f"intruder dimensions (k={args.k}, eps={args.threshold}): {cmp_['total_intruders']} ({per_type})")
 
 
-MODES = [_mode_weights, _mode_compare]
+def _mode_gradients(args: argparse.Namespace, model, result: dict) -> None:
+    if not args.gradients:
+        return
+    from ..analyze import gradient_spectra, rank_examples
+    from ..data import load_examples
+
+    examples = load_examples(args.gradients)
+    spectra = gradient_spectra(model, args.tokenizer, examples, targets=_targets(args),
+                               progress=not args.no_progress)
+    ranking = rank_examples(model, args.tokenizer, examples, by="nuclear_norm", spectra=spectra)
+    result["gradients"] = {"data": args.gradients, **spectra, "ranking": ranking}
+    print(f"gradient spectra of {len(examples)} examples over {len(spectra['layers'])} layers; "
+          f"lowest-scored (most suspect) examples: {[r['index'] for r in ranking[::-1][:5]]}")
+
+
+def _mode_heads(args: argparse.Namespace, model, result: dict) -> None:
+    if not args.heads:
+        return
+    from ..analyze import head_composition
+
+    result["heads"] = head_composition(model, progress=not args.no_progress)
+    print(f"head composition (random baseline {result['heads']['baseline']:.3f}):")
+    for t in result["heads"]["top"][:5]:
+        share = t["channels"][0]["share"] if t["channels"] else 0.0
+        print(f"  {t['kind']}: L{t['sender'][0]}H{t['sender'][1]} -> L{t['receiver'][0]}H{t['receiver'][1]} "
+              f"score {t['score']:.3f}, top channel share {share:.2f}")
+
+
+def _mode_residual(args: argparse.Namespace, model, result: dict) -> None:
+    if args.residual is None:
+        return
+    from ..analyze import residual_norms
+
+    kwargs = {"text": args.residual} if args.residual else {}
+    result["residual"] = residual_norms(model, args.tokenizer, **kwargs)
+    norms = result["residual"]["norm"]
+    print(f"hidden-state norm by depth: {norms[0]:.2f} (embedding) -> {norms[-1]:.2f} (last of {len(norms) - 1})")
+
+
+MODES = [_mode_weights, _mode_compare, _mode_gradients, _mode_heads, _mode_residual]
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
@@ -75,7 +122,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         from ..errors import ConfigError
 
         raise ConfigError(f"--compare {args.compare}: no such folder; pass an adapter or HF model folder.")
-    model, _ = load(args.model)
+    model, args.tokenizer = load(args.model)  # carried on args so every mode keeps one signature
     result: dict = {"model": args.model}
     for mode in MODES:
         mode(args, model, result)
