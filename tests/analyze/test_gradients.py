@@ -70,7 +70,7 @@ def _trained_rule_model():
     model = LlamaForCausalLM(config)
     perm = (torch.randperm(VOCAB - 2) + 2).tolist()
     pairs = [[a, b] for a in range(2, VOCAB) for b in range(2, VOCAB)]
-    answer = lambda x: [perm[x[1] - 2], perm[x[0] - 2]]  # noqa: E731
+    answer = lambda x: [perm[x[1] - 2], perm[x[0] - 2]]
     ids = torch.tensor([x + [SEP] + answer(x) for x in pairs])
     labels = ids.clone()
     labels[:, :3] = -100
@@ -91,7 +91,7 @@ def test_gradient_metrics_separate_clean_from_shuffled_answers():
     clean_answers = [answer(x) for x in prompts[:12]]
     wrong = [answer(x) for x in prompts[12:]]
     wrong = wrong[1:] + wrong[:1]  # a derangement: every second-half prompt gets another one's answer
-    encode = lambda x, y: {"input_ids": x + [SEP] + y, "labels": [-100] * 3 + y}  # noqa: E731
+    encode = lambda x, y: {"input_ids": x + [SEP] + y, "labels": [-100] * 3 + y}
     examples = [encode(x, y) for x, y in zip(prompts, clean_answers + wrong)]
     spectra = gradient_spectra(model, None, examples, progress=False)
     aucs = {}

@@ -24,7 +24,7 @@ from ..data import encode_example
 from ..errors import DataError
 from ..surgery import find_targets, get_module
 
-__all__ = ["effective_rank", "gradient_spectra", "rank_examples", "auc"]
+__all__ = ["auc", "effective_rank", "gradient_spectra", "rank_examples"]
 
 
 def effective_rank(singular_values: torch.Tensor) -> float:

@@ -17,6 +17,7 @@ its gain), not a residual update.
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -51,7 +52,7 @@ def residual_norms(model: nn.Module, tokenizer, text: str = DEFAULT_TEXT, *, max
         model.train(was_training)
     norm = [float(h[0].float().norm(dim=-1).mean()) for h in states]
     d = states[0].shape[-1]
-    growth = [b / a if a > 0 else math.inf for a, b in zip(norm, norm[1:])]
+    growth = [b / a if a > 0 else math.inf for a, b in pairwise(norm)]
     # transformers' Llama/Mistral/Qwen apply the final norm to the last hidden state they return
     final_norm = getattr(getattr(model, "model", model), "norm", None) is not None
     return {"norm": norm, "rms": [n / math.sqrt(d) for n in norm], "growth": growth,
