@@ -9,6 +9,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from rankwise.analyze.gradients import auc, effective_rank, gradient_spectra, rank_examples
+from rankwise.data import encode_example
 from rankwise.errors import DataError
 from rankwise.models import load
 
@@ -101,3 +102,16 @@ def test_gradient_metrics_separate_clean_from_shuffled_answers():
     print("AUC clean vs shuffled:", aucs)
     # higher score = cleaner; the nuclear norm is the sharp signal here (1.0 in our runs)
     assert aucs["nuclear_norm"] > 0.9
+
+
+def test_factored_spectra_equal_dense_weight_gradient_svd():
+    model, tokenizer = load("tiny-llama")
+    example = {"prompt": "Name a colour", "answer": "A fairly long answer: blue, like the sky at noon."}
+    fast = gradient_spectra(model, tokenizer, [example], progress=False)["examples"][0]
+    enc = {k: torch.tensor([v]) for k, v in encode_example(tokenizer, example, 1024).items()}
+    weight = model.model.layers[1].mlp.down_proj.weight
+    (g,) = torch.autograd.grad(model(**enc).loss, [weight])
+    s = torch.linalg.svdvals(g)
+    assert fast["nuclear_norm"][-1] == pytest.approx(float(s.sum()), rel=1e-4)
+    assert fast["effective_rank"][-1] == pytest.approx(effective_rank(s), rel=1e-3)
+    assert weight.grad is None

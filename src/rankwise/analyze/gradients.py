@@ -38,6 +38,18 @@ def effective_rank(singular_values: torch.Tensor) -> float:
     return float(torch.exp(-(p * p.log()).sum()))
 
 
+def _factored_singular_values(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Singular values of a Linear's weight gradient G = Δᵀ X (Δ: T × out output grads, X: T × in inputs).
+
+    G has rank ≤ T, so with thin QRs Δᵀ = Q_a R_a and Xᵀ = Q_b R_b, G = Q_a (R_a R_bᵀ) Q_bᵀ has the
+    singular values of the T × T matrix R_a R_bᵀ: exact, and far cheaper than an out × in SVD.
+    """
+    x, delta = x.reshape(-1, x.shape[-1]).float(), delta.reshape(-1, delta.shape[-1]).float()
+    if x.shape[0] >= min(x.shape[1], delta.shape[1]):
+        return torch.linalg.svdvals(delta.T @ x)
+    return torch.linalg.svdvals(torch.linalg.qr(delta.T).R @ torch.linalg.qr(x.T).R.T)
+
+
 def _encoded(tokenizer, example: dict, max_length: int) -> dict:
     # Pre-encoded examples ({"input_ids", "labels"}) pass through, so models without a chat
     # tokenizer (tiny synthetic ones) can be analysed too.
@@ -66,7 +78,13 @@ def gradient_spectra(
     if not examples:
         raise DataError("gradient_spectra got no examples; pass a list of {'prompt', 'answer'} dicts.")
     names = find_targets(model, targets)
-    weights = [get_module(model, name).weight for name in names]
+    modules = [get_module(model, name) for name in names]
+    weights = [m.weight for m in modules]
+    # For nn.Linear the weight gradient is Δᵀ X; hooks keep the factors and the SVD stays T × T.
+    factored = all(type(m) is nn.Linear for m in modules)
+    captured: dict[int, tuple] = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, i=i: captured.__setitem__(i, (inp[0].detach(), out)))
+             for i, m in enumerate(modules)] if factored else []
     flags = {p: p.requires_grad for p in model.parameters()}
     was_training = model.training
     device = next(model.parameters()).device
@@ -85,14 +103,20 @@ def gradient_spectra(
             ids = torch.tensor([enc["input_ids"]], device=device)
             labels = torch.tensor([enc["labels"]], device=device)
             loss = model(input_ids=ids, labels=labels).loss
-            grads = torch.autograd.grad(loss, weights)
+            if factored:
+                deltas = torch.autograd.grad(loss, [captured[i][1] for i in range(len(modules))])
+                spectra = [_factored_singular_values(captured[i][0], d) for i, d in enumerate(deltas)]
+                captured.clear()
+            else:
+                spectra = [torch.linalg.svdvals(g.float()) for g in torch.autograd.grad(loss, weights)]
             nuclear, erank = [], []
-            for g in grads:
-                s = torch.linalg.svdvals(g.detach().float())  # SVDs in float32 (house rule)
+            for s in spectra:  # SVDs in float32 (house rule)
                 nuclear.append(float(s.sum()))
                 erank.append(effective_rank(s))
             rows.append({"loss": float(loss.detach()), "nuclear_norm": nuclear, "effective_rank": erank})
     finally:
+        for hook in hooks:
+            hook.remove()
         for p, flag in flags.items():
             p.requires_grad_(flag)
         model.train(was_training)
