@@ -6,6 +6,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from rankwise.models import embedded, gguf
+
 TINY_VOCAB = 64
 
 
@@ -26,3 +28,19 @@ def tiny_llama() -> LlamaForCausalLM:
 @pytest.fixture
 def tiny_ids() -> torch.Tensor:
     return torch.randint(0, TINY_VOCAB, (2, 8), generator=torch.Generator().manual_seed(1))
+
+
+# A per-session RANKWISE_CACHE holding SmolLM2's tokenizer, so tiny-llama loads in milliseconds.
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rankwise-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RANKWISE_CACHE", str(root))
+        gguf.ensure_tokenizer(embedded.package_file("smollm2-135m"))  # ~5 s once, then cached
+    return root
+
+
+@pytest.fixture
+def cache(session_cache, monkeypatch):
+    monkeypatch.setenv("RANKWISE_CACHE", str(session_cache))
+    return session_cache
