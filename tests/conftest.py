@@ -44,3 +44,12 @@ def session_cache(tmp_path_factory):
 def cache(session_cache, monkeypatch):
     monkeypatch.setenv("RANKWISE_CACHE", str(session_cache))
     return session_cache
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls gain nothing from threads, and lose a lot when the CPUs are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,13 +10,6 @@ from rankwise.adapters._gates import BIT_LEVELS, chained, hard_concrete_p_open, 
 from rankwise.adapters.bayesian_lora import quantize, report
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny matmuls gain nothing from threads, and lose a lot when the CPUs are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_nested_quantization_lands_on_each_grid_and_is_exact_when_all_open():

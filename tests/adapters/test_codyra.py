@@ -15,13 +15,6 @@ from rankwise.errors import ConfigError
 STEPS = 150
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny matmuls gain nothing from threads, and lose a lot when the CPUs are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _two_tasks(seed=0):
