@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rankwise.analyze import analyze_weights, compare, write_report
+from rankwise.analyze import analyze_weights, compare, gradient_spectra, head_composition, rank_examples, write_report
 from tests.conftest import make_tiny_llama
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -16,21 +16,31 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
-    base, tuned = make_tiny_llama(0), make_tiny_llama(1)
-    result = {"model": "tiny", "tuned": "tiny seed 1", "weights": analyze_weights(base, progress=False),
-              "compare": compare(base, tuned, k=5, progress=False)}
+    base = make_tiny_llama(0)
+    examples = [{"input_ids": [1, 5, 9, 3, 7], "labels": [-100, -100, 9, 3, 7]},
+                {"input_ids": [2, 4, 6, 8], "labels": [-100, 4, 6, 8]}]
+    spectra = gradient_spectra(base, None, examples, progress=False)
+    result = {"model": "tiny", "weights": analyze_weights(base, progress=False),
+              "compare": {f"tiny seed {seed}": compare(base, make_tiny_llama(seed), k=5, progress=False)
+                          for seed in (1, 2)},
+              "gradients": {**spectra, "ranking": rank_examples(base, None, examples, spectra=spectra)},
+              "heads": head_composition(base, top=3, progress=False),
+              "residual": {"norm": [1.0, 2.0, 2.5], "rms": [0.2, 0.4, 0.5], "growth": [2.0, 1.25], "tokens": 5,
+                           "hidden_size": 32, "final_norm_applied": True}}
     return write_report(result, tmp_path_factory.mktemp("report"))
 
 
 def test_report_files_are_written_and_html_images_exist(report):
     out = report.parent
     data = json.loads((out / "report.json").read_text())
-    assert data["weights"]["summary"]["n_layers"] == 14 and data["compare"]["k"] == 5
+    assert data["weights"]["summary"]["n_layers"] == 14 and data["compare"]["tiny seed 2"]["k"] == 5
     images = re.findall(r'<img src="([^"]+)"', report.read_text())
-    assert images == ["spectra.png", "alpha.png", "intruders.png"]
+    assert images == ["spectra.png", "alpha.png", "intruders.png", "gradients.png", "heads.png", "residual.png"]
     for name in images:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / name).stat().st_size > 5000
-    assert "q_proj" in report.read_text() and not list(out.glob(".*tmp*"))
+    page = report.read_text()
+    assert "q_proj" in page and "tiny seed 1" in page and "tiny seed 2" in page and "L0H" in page
+    assert not list(out.glob(".*tmp*"))
 
 
 def test_report_without_comparison_has_no_intruder_plot(tmp_path):

@@ -8,16 +8,11 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rankwise.analyze.gradients import auc, effective_rank, gradient_spectra, rank_examples
+from rankwise.analyze.gradients import auc, gradient_spectra, rank_examples
+from rankwise.analyze.spectra import effective_rank
 from rankwise.data import encode_example
 from rankwise.errors import DataError
 from rankwise.models import load
-
-
-def test_effective_rank_of_rank_one_and_identity():
-    assert effective_rank(torch.linalg.svdvals(torch.outer(torch.randn(5), torch.randn(7)))) == pytest.approx(1, abs=1e-3)
-    assert effective_rank(torch.ones(6)) == pytest.approx(6)
-    assert effective_rank(torch.zeros(3)) == 0.0
 
 
 def test_auc():
@@ -113,5 +108,5 @@ def test_factored_spectra_equal_dense_weight_gradient_svd():
     (g,) = torch.autograd.grad(model(**enc).loss, [weight])
     s = torch.linalg.svdvals(g)
     assert fast["nuclear_norm"][-1] == pytest.approx(float(s.sum()), rel=1e-4)
-    assert fast["effective_rank"][-1] == pytest.approx(effective_rank(s), rel=1e-3)
+    assert fast["effective_rank"][-1] == pytest.approx(effective_rank(s.tolist()), rel=1e-3)
     assert weight.grad is None

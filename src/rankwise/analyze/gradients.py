@@ -23,19 +23,9 @@ from torch import nn
 from ..data import encode_example
 from ..errors import DataError
 from ..surgery import find_targets, get_module
+from .spectra import effective_rank
 
-__all__ = ["auc", "effective_rank", "gradient_spectra", "rank_examples"]
-
-
-def effective_rank(singular_values: torch.Tensor) -> float:
-    """exp of the entropy of σ/Σσ (Roy & Vetterli): 1 for a rank-1 matrix, n for I_n, 0 for G = 0."""
-    s = singular_values.double().clamp_min(0)
-    total = s.sum()
-    if total <= 0:
-        return 0.0
-    p = s / total
-    p = p[p > 0]  # 0·log 0 = 0
-    return float(torch.exp(-(p * p.log()).sum()))
+__all__ = ["auc", "gradient_spectra", "rank_examples"]
 
 
 def _factored_singular_values(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -112,7 +102,7 @@ def gradient_spectra(
             nuclear, erank = [], []
             for s in spectra:  # SVDs in float32 (house rule)
                 nuclear.append(float(s.sum()))
-                erank.append(effective_rank(s))
+                erank.append(effective_rank(s.double().cpu().numpy()))
             rows.append({"loss": float(loss.detach()), "nuclear_norm": nuclear, "effective_rank": erank})
     finally:
         for hook in hooks:

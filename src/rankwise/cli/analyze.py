@@ -2,6 +2,7 @@
 
     rankwise analyze smollm2-135m                              # spectra, α, effective rank, WeLore
     rankwise analyze tiny-llama --compare runs/demo/adapter    # + intruder dimensions vs the fine-tune
+    rankwise analyze smollm2-135m --compare runs/r1/adapter runs/r8/adapter   # several, side by side
     rankwise analyze smollm2-135m --gradients data.jsonl --heads --residual
 
 Each mode is one function `_mode_<name>(args, model, result)` that adds its section to `result`;
@@ -18,8 +19,9 @@ def add_parser(sub) -> None:
     parser = sub.add_parser("analyze", help="spectral diagnostics of a model (and a fine-tune) as a report",
                             description=__doc__.split(":", 1)[1].split("\n\n")[0].strip())
     parser.add_argument("model", help="embedded model name (smollm2-135m, tiny-llama, ...) or local HF folder")
-    parser.add_argument("--compare", metavar="FINETUNED_OR_ADAPTER",
-                        help="adapter folder (merged onto MODEL) or fine-tuned HF folder: count intruder dimensions")
+    parser.add_argument("--compare", nargs="+", metavar="FINETUNED_OR_ADAPTER",
+                        help="adapter folders (merged onto MODEL) or fine-tuned HF folders: count intruder "
+                             "dimensions of each, side by side")
     parser.add_argument("--out", default=None, help="report folder (default: analysis-<model name>)")
     parser.add_argument("--targets", nargs="+", default=["all-linear"],
                         help="modules to analyze: all-linear (default), leaf names (q_proj v_proj) or globs")
@@ -64,12 +66,14 @@ def _mode_compare(args: argparse.Namespace, model, result: dict) -> None:
 
     if args.k < 1 or not 0 < args.threshold <= 1:
         raise ConfigError(f"--k must be ≥ 1 and --threshold in (0, 1]; got {args.k} and {args.threshold}.")
-    result["tuned"] = args.compare
-    result["compare"] = compare(model, args.compare, _targets(args), k=args.k, threshold=args.threshold,
-                                progress=not args.no_progress)
-    cmp_ = result["compare"]
-    per_type = ", ".join(f"{t} {v['intruders']}" for t, v in cmp_["by_type"].items())
-    print(f"intruder dimensions (k={args.k}, eps={args.threshold}): {cmp_['total_intruders']} ({per_type})")
+    result["compare"] = {}
+    for tuned in args.compare:
+        cmp_ = compare(model, tuned, _targets(args), k=args.k, threshold=args.threshold,
+                       progress=not args.no_progress)
+        result["compare"][tuned] = cmp_
+        per_type = ", ".join(f"{t} {v['intruders']}" for t, v in cmp_["by_type"].items())
+        print(f"{tuned}: {cmp_['total_intruders']} intruder dimensions (k={args.k}, eps={args.threshold}; "
+              f"{per_type})")
 
 
 def _mode_gradients(args: argparse.Namespace, model, result: dict) -> None:
@@ -118,10 +122,11 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from ..analyze import write_report
     from ..models import load
 
-    if args.compare and not Path(args.compare).expanduser().is_dir():
+    missing = [p for p in args.compare or [] if not Path(p).expanduser().is_dir()]
+    if missing:
         from ..errors import ConfigError
 
-        raise ConfigError(f"--compare {args.compare}: no such folder; pass an adapter or HF model folder.")
+        raise ConfigError(f"--compare {missing[0]}: no such folder; pass an adapter or HF model folder.")
     model, args.tokenizer = load(args.model)  # carried on args so every mode keeps one signature
     result: dict = {"model": args.model}
     for mode in MODES:

@@ -1,0 +1,49 @@
+"""Full fine-tuning of the targeted layers, as a dense delta: the baseline every low-rank paper compares to.
+
+Update rule, for a frozen W (out, in):
+    y = W x + b + ΔW x,   ΔW (out, in) initialised to zeros
+Trains ΔW, every entry of it. Merges as W ← W + ΔW.
+
+Why a delta and not W itself: the run then goes through the same loop, schedule, checkpoints, files
+and hooks as every adapter, so "LoRA vs full fine-tuning" comparisons (e.g. the intruder-dimension
+experiment of "LoRA vs Full Fine-tuning: An Illusion of Equivalence", bench/intruders_demo.py) differ
+in the parameterisation only. Gradients w.r.t. ΔW equal those w.r.t. W, and Adam moves ΔW exactly as it
+would move W, so with weight_decay = 0 (rankwise's default) this *is* full fine-tuning of those layers.
+With weight decay > 0 the decay pulls W + ΔW towards W rather than towards 0 (L2-SP style).
+
+rank and alpha are ignored (ΔW has full rank); the forward pays one extra dense matmul per layer, and
+ΔW costs as much memory as the layer's weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Adapter, AdapterConfig, register
+
+
+@dataclass
+class FullConfig(AdapterConfig):
+    pass
+
+
+@register("full")
+class Full(Adapter):
+    config_class = FullConfig
+    paper = "Full fine-tuning baseline (as compared against in LoRA vs Full Fine-tuning: An Illusion of Equivalence)"
+    url = "https://arxiv.org/abs/2410.21228"
+    trains = "ΔW (out×in), every entry; rank and alpha ignored"
+
+    def __init__(self, base: nn.Linear, config: FullConfig):
+        super().__init__(base, config)
+        self.delta = nn.Parameter(torch.zeros(self.out_features, self.in_features, **self.factory))
+
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+        return base_out + F.linear(x.to(self.delta.dtype), self.delta).to(base_out.dtype)
+
+    def delta_weight(self) -> torch.Tensor:
+        return self.delta
