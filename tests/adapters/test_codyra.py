@@ -8,9 +8,8 @@ from torch import nn
 
 import rankwise
 from rankwise.adapters import hooks
-from rankwise.adapters.codyra import end_task
+from rankwise.adapters.hooks import end_task
 from rankwise.adapters.lora import Lora
-from rankwise.errors import ConfigError
 
 STEPS = 150
 
@@ -125,9 +124,3 @@ def test_threshold_schedule_follows_the_code():
     # dense for 50 steps; then κ = linspace(0, .01, 5)[1 + (t - 50) // 10]
     values = [layer.threshold_at(t) for t in (0, 50, 51, 60, 75, 99)]
     assert values == pytest.approx([0, 0, 0.0025, 0.005, 0.0075, 0.01])
-
-
-def test_end_task_rejects_other_methods():
-    model = rankwise.adapt(nn.Sequential(nn.Linear(8, 8)), "lora", rank=2)
-    with pytest.raises(ConfigError, match="codyra"):
-        end_task(model)

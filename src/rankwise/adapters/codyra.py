@@ -22,7 +22,7 @@ The threshold schedule follows the code, including its one-step offsets; weight 
 
 Continual training loop, per task:  build a fresh optimizer (A, B, g are re-initialised, so Adam's
 moments must not carry over) from hooks.param_groups(model, lr); train task_steps steps calling
-hooks.after_step(model, step) after each optimizer step; then call `end_task(model)`, after every task
+hooks.after_step(model, step) after each optimizer step; then call `hooks.end_task(model)`, after every task
 including the last; call hooks.finalize(model) once at the very end (it returns a plain `lora` adapter
 holding every task's kept components).
 """
@@ -38,7 +38,6 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..linalg import truncated_svd
-from .api import layers_of
 from .base import AdapterConfig, register
 from .lora import Lora
 from .sora import Sora, gated_lora, plain_lora
@@ -159,11 +158,3 @@ def _recompress(A: torch.Tensor, B: torch.Tensor, rank: int) -> tuple[torch.Tens
     root = svd.S[:rank].sqrt()
     return (root[:, None] * svd.Vh[:rank]).to(A.dtype), (svd.U[:, :rank] * root).to(B.dtype)
 
-
-def end_task(model: nn.Module, name: str = "default") -> None:
-    """Close the current task on every CoDyRA layer of adapter `name` (prune, freeze, reset)."""
-    layers = layers_of(model, name)
-    if not all(isinstance(layer, Codyra) for layer in layers.values()):
-        raise ConfigError(f"adapter {name!r} is not a codyra adapter; end_task applies to codyra only.")
-    for layer in layers.values():
-        layer.end_task()
