@@ -58,3 +58,42 @@ def test_analyze_errors_are_one_line(tmp_path, capsys):
     assert main(["analyze", "tiny-llama", "--compare", str(tmp_path / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_every_mode_on_local_hugging_face_folders(tmp_path, capsys):
+    base, tokenizer = load("tiny-llama")
+    base.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    with torch.no_grad():  # a "full fine-tune" that moved one projection a lot
+        base.model.layers[1].self_attn.q_proj.weight.add_(torch.randn_like(base.model.layers[1].self_attn.q_proj.weight))
+    base.save_pretrained(tmp_path / "tuned")
+    tokenizer.save_pretrained(tmp_path / "tuned")
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Add {i} and 1", "answer": str(i + 1)}) + "\n" for i in range(4)))
+    out = tmp_path / "report"
+    argv = ["analyze", str(tmp_path / "base"), "--compare", str(tmp_path / "tuned"), "--gradients", str(data),
+            "--heads", "--residual", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert {"weights", "compare", "gradients", "heads", "residual"} <= set(report)
+    compared = report["compare"][str(tmp_path / "tuned")]
+    assert compared["by_type"]["q_proj"]["intruders"] >= 1 and compared["by_type"]["v_proj"]["intruders"] == 0
+    assert sorted(r["index"] for r in report["gradients"]["ranking"]) == [0, 1, 2, 3]
+    page = (out / "report.html").read_text()
+    for image in ("spectra.png", "alpha.png", "intruders.png", "gradients.png", "heads.png", "residual.png"):
+        assert f'src="{image}"' in page and (out / image).stat().st_size > 5000
+
+
+def test_encoder_model_minilm_weights_and_residual_and_heads_error(tmp_path, capsys):
+    try:
+        load("minilm-l6")
+    except rankwise.RankwiseError as err:
+        pytest.skip(str(err))
+    out = tmp_path / "report"
+    assert main(["analyze", "minilm-l6", "--residual", "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["weights"]["summary"]["n_layers"] == 6 * 6 + 1  # q, k, v, out, intermediate, output; pooler
+    assert len(report["residual"]["norm"]) == 7 and not report["residual"]["final_norm_applied"]
+    capsys.readouterr()
+    assert main(["analyze", "minilm-l6", "--heads", "--out", str(tmp_path / "heads")]) == 2
+    assert "Llama-style attention" in capsys.readouterr().err
