@@ -23,7 +23,8 @@ def report(tmp_path_factory) -> Path:
     result = {"model": "tiny", "weights": analyze_weights(base, progress=False),
               "compare": {f"tiny seed {seed}": compare(base, make_tiny_llama(seed), k=5, progress=False)
                           for seed in (1, 2)},
-              "gradients": {**spectra, "ranking": rank_examples(base, None, examples, spectra=spectra)},
+              "gradients": {"data.jsonl": {**spectra, "ranking": rank_examples(base, None, examples, spectra=spectra),
+                                           "rank_by": "effective_rank", "score": 1.0}},
               "heads": head_composition(base, top=3, progress=False),
               "residual": {"norm": [1.0, 2.0, 2.5], "rms": [0.2, 0.4, 0.5], "growth": [2.0, 1.25], "tokens": 5,
                            "hidden_size": 32, "final_norm_applied": True}}

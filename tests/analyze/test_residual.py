@@ -38,20 +38,3 @@ def test_default_text_and_empty_text():
     assert residual_norms(model, tokenizer)["tokens"] > 10
     with pytest.raises(DataError):
         residual_norms(model, tokenizer, "   ")
-
-
-def test_cli_gradients_heads_residual_modes(tmp_path, capsys):
-    import json
-
-    from rankwise.cli.main import main
-
-    data = tmp_path / "d.jsonl"
-    data.write_text('{"prompt": "Say hi", "answer": "hi"}\n{"prompt": "Add 2 and 3", "answer": "5"}\n')
-    out = tmp_path / "report"
-    code = main(["analyze", "tiny-llama", "--gradients", str(data), "--heads", "--residual", "Some text.",
-                 "--no-progress", "--out", str(out)])
-    assert code == 0
-    report = json.loads((out / "report.json").read_text())
-    assert len(report["gradients"]["ranking"]) == 2
-    assert report["heads"]["top"] and len(report["residual"]["norm"]) == 3
-    assert "hidden-state norm by depth" in capsys.readouterr().out

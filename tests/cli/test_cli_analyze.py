@@ -68,17 +68,21 @@ def test_every_mode_on_local_hugging_face_folders(tmp_path, capsys):
         base.model.layers[1].self_attn.q_proj.weight.add_(torch.randn_like(base.model.layers[1].self_attn.q_proj.weight))
     base.save_pretrained(tmp_path / "tuned")
     tokenizer.save_pretrained(tmp_path / "tuned")
-    data = tmp_path / "data.jsonl"
+    data, other = tmp_path / "data.jsonl", tmp_path / "other.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"Add {i} and 1", "answer": str(i + 1)}) + "\n" for i in range(4)))
+    other.write_text(json.dumps({"prompt": "Say hi", "answer": "hi"}) + "\n")
     out = tmp_path / "report"
     argv = ["analyze", str(tmp_path / "base"), "--compare", str(tmp_path / "tuned"), "--gradients", str(data),
-            "--heads", "--residual", "--out", str(out), "--no-progress"]
+            str(other), "--rank-by", "effective_rank", "--heads", "--residual", "Some text.", "--out", str(out),
+            "--no-progress"]
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     assert {"weights", "compare", "gradients", "heads", "residual"} <= set(report)
     compared = report["compare"][str(tmp_path / "tuned")]
     assert compared["by_type"]["q_proj"]["intruders"] >= 1 and compared["by_type"]["v_proj"]["intruders"] == 0
-    assert sorted(r["index"] for r in report["gradients"]["ranking"]) == [0, 1, 2, 3]
+    assert sorted(r["index"] for r in report["gradients"][str(data)]["ranking"]) == [0, 1, 2, 3]
+    assert report["gradients"][str(other)]["rank_by"] == "effective_rank"
+    assert report["heads"]["top"] and report["residual"]["tokens"] == 3  # "Some text." is 3 tokens
     page = (out / "report.html").read_text()
     for image in ("spectra.png", "alpha.png", "intruders.png", "gradients.png", "heads.png", "residual.png"):
         assert f'src="{image}"' in page and (out / image).stat().st_size > 5000

@@ -79,6 +79,10 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
 def _img(name: str) -> str:
     return f'<img src="{html.escape(name)}" alt="{html.escape(name)}">'
 
@@ -141,26 +145,35 @@ def _section_compare(result: dict, out: Path) -> list[str]:
 
 
 def _section_gradients(result: dict, out: Path) -> list[str]:
-    grads = result["gradients"]
+    data_sets = result["gradients"]
     plt = _figure()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3))
-    for ax, key, label in ((axes[0], "nuclear_norm", "‖G‖_* (mean over examples)"),
-                           (axes[1], "effective_rank", "erank(G) (mean over examples)")):
-        ax.plot(grads["mean"][key], marker=".", lw=0.8)
-        ax.set_xlabel("layer (model order)")
-        ax.set_ylabel(label)
+    for label, grads in data_sets.items():
+        for ax, key in zip(axes, ("nuclear_norm", "effective_rank")):
+            ax.plot(grads["mean"][key], marker=".", lw=0.8, label=Path(label).name)
+    axes[0].set_ylabel("‖G‖_* (mean over examples)")
+    axes[1].set_ylabel("erank(G) (mean over examples)")
     axes[0].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("layer (model order)")
+    axes[1].legend(fontsize=7)
     _save(fig, out / "gradients.png")
     plt.close(fig)
-    rows = grads["ranking"]
-    shown = rows if len(rows) <= 20 else rows[:10] + rows[-10:]
-    return [f"<h2>Gradient spectra of {len(grads['examples'])} examples ({html.escape(str(grads.get('data', '')))})</h2>",
-            "<p>Response-only loss, one example at a time. Higher quality data has a lower nuclear norm and "
-            "a higher effective rank (Li et al.); the score below is higher for cleaner examples.</p>",
-            _img("gradients.png"),
-            _table(["rank", "example", "score", "loss"],
-                   [[rows.index(r) + 1, r["index"], r["score"], grads["examples"][r["index"]]["loss"]]
-                    for r in shown])]
+    parts = ["<h2>Gradient spectra</h2>",
+             "<p>Response-only loss, one example at a time. Higher-quality data has a lower nuclear norm and "
+             "a higher effective rank (Li et al.); scores are higher for cleaner examples.</p>",
+             _table(["data", "examples", "mean ‖G‖_*", "mean erank", "mean score"],
+                    [[label, len(g["examples"]), _mean(g["mean"]["nuclear_norm"]), _mean(g["mean"]["effective_rank"]),
+                      g["score"]] for label, g in sorted(data_sets.items(), key=lambda kv: -kv[1]["score"])]),
+             _img("gradients.png")]
+    for label, grads in data_sets.items():
+        rows = grads["ranking"]
+        shown = rows if len(rows) <= 20 else rows[:10] + rows[-10:]  # the best and the most suspect
+        parts += [f"<h3>{html.escape(label)}: examples by {html.escape(grads['rank_by'])} score</h3>",
+                  _table(["rank", "example", "score", "loss"],
+                         [[rows.index(r) + 1, r["index"], r["score"], grads["examples"][r["index"]]["loss"]]
+                          for r in shown])]
+    return parts
 
 
 def _section_heads(result: dict, out: Path) -> list[str]:

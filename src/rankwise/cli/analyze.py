@@ -28,9 +28,11 @@ def add_parser(sub) -> None:
     parser.add_argument("--k", type=int, default=10, help="top-k fine-tuned directions checked (default 10)")
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="intruder when max |cos| with the base's singular vectors is below this (default 0.5)")
-    parser.add_argument("--gradients", metavar="DATA.jsonl",
+    parser.add_argument("--gradients", nargs="+", metavar="DATA.jsonl",
                         help="per-example gradient nuclear norm / effective rank of the answer-only loss; "
-                             "ranks the examples by quality (higher score = cleaner)")
+                             "ranks the examples, and the data sets, by quality (higher score = cleaner)")
+    parser.add_argument("--rank-by", choices=["nuclear_norm", "effective_rank"], default="nuclear_norm",
+                        help="the gradient metric that scores examples (default nuclear_norm)")
     parser.add_argument("--heads", action="store_true",
                         help="Q/K/V composition scores between attention heads and their low-rank channels")
     parser.add_argument("--residual", nargs="?", const="", default=None, metavar="TEXT",
@@ -82,13 +84,16 @@ def _mode_gradients(args: argparse.Namespace, model, result: dict) -> None:
     from ..analyze import gradient_spectra, rank_examples
     from ..data import load_examples
 
-    examples = load_examples(args.gradients)
-    spectra = gradient_spectra(model, args.tokenizer, examples, targets=_targets(args),
-                               progress=not args.no_progress)
-    ranking = rank_examples(model, args.tokenizer, examples, by="nuclear_norm", spectra=spectra)
-    result["gradients"] = {"data": args.gradients, **spectra, "ranking": ranking}
-    print(f"gradient spectra of {len(examples)} examples over {len(spectra['layers'])} layers; "
-          f"lowest-scored (most suspect) examples: {[r['index'] for r in ranking[::-1][:5]]}")
+    result["gradients"] = {}
+    for path in args.gradients:
+        examples = load_examples(path)
+        spectra = gradient_spectra(model, args.tokenizer, examples, targets=_targets(args),
+                                   progress=not args.no_progress)
+        ranking = rank_examples(model, args.tokenizer, examples, by=args.rank_by, spectra=spectra)
+        score = sum(r["score"] for r in ranking) / len(ranking)
+        result["gradients"][path] = {**spectra, "ranking": ranking, "rank_by": args.rank_by, "score": score}
+        print(f"{path}: {len(examples)} examples, mean score {score:.4f} ({args.rank_by}); "
+              f"lowest-scored (most suspect): {[r['index'] for r in ranking[::-1][:5]]}")
 
 
 def _mode_heads(args: argparse.Namespace, model, result: dict) -> None:
