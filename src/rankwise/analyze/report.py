@@ -79,6 +79,11 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _short(label: str) -> str:
+    """A legend label for a path: runs/r1/adapter -> r1/adapter."""
+    return "/".join(Path(label).parts[-2:])
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
@@ -101,8 +106,8 @@ def _plot_intruders(compared: dict, path: Path) -> None:
     for i, label in enumerate(labels):
         by_type = compared[label]["by_type"]
         xs = [j + (i - (len(labels) - 1) / 2) * width for j in range(len(types))]
-        axes[0].bar(xs, [by_type[t]["intruders"] for t in types], width, label=label)
-        axes[1].bar(xs, [by_type[t]["mean_spectrum_shift"] for t in types], width, label=label)
+        axes[0].bar(xs, [by_type[t]["intruders"] for t in types], width, label=_short(label))
+        axes[1].bar(xs, [by_type[t]["mean_spectrum_shift"] for t in types], width)
     cmp_ = next(iter(compared.values()))
     axes[0].set_title(f"intruders: top-{cmp_['k']} directions with max |cos| < {cmp_['threshold']}", fontsize=9)
     axes[1].set_title("mean spectrum shift ‖σ_ft − σ₀‖ / ‖σ₀‖", fontsize=9)
@@ -150,7 +155,7 @@ def _section_gradients(result: dict, out: Path) -> list[str]:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3))
     for label, grads in data_sets.items():
         for ax, key in zip(axes, ("nuclear_norm", "effective_rank")):
-            ax.plot(grads["mean"][key], marker=".", lw=0.8, label=Path(label).name)
+            ax.plot(grads["mean"][key], marker=".", lw=0.8, label=_short(label))
     axes[0].set_ylabel("‖G‖_* (mean over examples)")
     axes[1].set_ylabel("erank(G) (mean over examples)")
     axes[0].set_yscale("log")
