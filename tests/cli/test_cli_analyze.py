@@ -57,6 +57,8 @@ def test_analyze_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("rankwise analyze: error: unknown model 'no-such-model'") and err.count("\n") == 1
     assert main(["analyze", "tiny-llama", "--compare", str(tmp_path / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err
+    assert main(["analyze", "tiny-llama", "--gradients", str(tmp_path / "missing.jsonl")]) == 2
+    assert "missing.jsonl: no such file" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 

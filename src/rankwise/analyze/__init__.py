@@ -4,7 +4,7 @@ quality), attention-head composition (Talking Heads), residual-stream norms by d
 HTML/PNG/JSON report.
 
     result = analyze_weights(model)                          # per layer + summary
-    result["compare"] = compare(model, "runs/adapter")       # intruder dimensions vs a fine-tune
+    result["compare"] = {"runs/r8": compare(model, "runs/r8/adapter")}   # intruder dimensions vs fine-tunes
     write_report(result, "runs/analysis")                    # report.json, *.png, report.html
 """
 

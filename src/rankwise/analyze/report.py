@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from statistics import fmean
 
 from ..io.atomic import atomic_path, write_json
 
@@ -82,10 +83,6 @@ def _table(header: list[str], rows: list[list]) -> str:
 def _short(label: str) -> str:
     """A legend label for a path: runs/r1/adapter -> r1/adapter."""
     return "/".join(Path(label).parts[-2:])
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
 
 
 def _img(name: str) -> str:
@@ -168,7 +165,7 @@ def _section_gradients(result: dict, out: Path) -> list[str]:
              "<p>Response-only loss, one example at a time. Higher-quality data has a lower nuclear norm and "
              "a higher effective rank (Li et al.); scores are higher for cleaner examples.</p>",
              _table(["data", "examples", "mean ‖G‖_*", "mean erank", "mean score"],
-                    [[label, len(g["examples"]), _mean(g["mean"]["nuclear_norm"]), _mean(g["mean"]["effective_rank"]),
+                    [[label, len(g["examples"]), fmean(g["mean"]["nuclear_norm"]), fmean(g["mean"]["effective_rank"]),
                       g["score"]] for label, g in sorted(data_sets.items(), key=lambda kv: -kv[1]["score"])]),
              _img("gradients.png")]
     for label, grads in data_sets.items():

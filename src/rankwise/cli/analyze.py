@@ -127,11 +127,15 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from ..analyze import write_report
     from ..models import load
 
-    missing = [p for p in args.compare or [] if not Path(p).expanduser().is_dir()]
-    if missing:
-        from ..errors import ConfigError
+    from ..errors import ConfigError
 
-        raise ConfigError(f"--compare {missing[0]}: no such folder; pass an adapter or HF model folder.")
+    # Checked before the model loads: a typo should not cost the minutes the weights section takes.
+    for folder in args.compare or []:
+        if not Path(folder).expanduser().is_dir():
+            raise ConfigError(f"--compare {folder}: no such folder; pass an adapter or HF model folder.")
+    for data in args.gradients or []:
+        if not Path(data).expanduser().is_file():
+            raise ConfigError(f"--gradients {data}: no such file; pass a .jsonl or .csv of prompt/answer rows.")
     model, args.tokenizer = load(args.model)  # carried on args so every mode keeps one signature
     result: dict = {"model": args.model}
     for mode in MODES:
