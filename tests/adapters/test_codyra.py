@@ -8,7 +8,6 @@ from torch import nn
 
 import rankwise
 from rankwise.adapters import hooks
-from rankwise.adapters.hooks import end_task
 from rankwise.adapters.lora import Lora
 
 STEPS = 150
@@ -46,7 +45,7 @@ def _train_in_sequence(method, **fields):
             optimizer.step()
             hooks.after_step(model, step)
         if method == "codyra":
-            end_task(model)
+            hooks.end_task(model)
     with torch.no_grad():
         second_end = loss(*tasks[1]).item()
         return loss(*tasks[0]).item(), second_start, second_end
@@ -70,7 +69,7 @@ def test_end_task_freezes_the_update_exactly_and_resets():
     before = model(x).detach()
     old_A = layer.lora_A.detach().clone()
     layer.task_step.fill_(7)
-    end_task(model)
+    hooks.end_task(model)
     assert int(layer.past_rank) == 3 and layer._past_rank == 3
     assert torch.count_nonzero(layer.lora_B) == 0 and not torch.equal(layer.lora_A, old_A)
     assert int(layer.task_step) == 0
@@ -85,7 +84,7 @@ def test_past_tasks_survive_save_and_load_and_finalize():
     for _ in range(2):
         with torch.no_grad():
             layer.lora_B.normal_()
-        end_task(model)
+        hooks.end_task(model)
     with torch.no_grad():
         layer.lora_B.normal_()  # the current task, not yet ended
     x = torch.randn(4, 12)
@@ -113,7 +112,7 @@ def test_full_capacity_is_recompressed_exactly():
         expected = model(x).detach()
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # lossless: no warning
-            end_task(model)
+            hooks.end_task(model)
         torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=0)
     assert int(layer.past_rank) == 3
 
