@@ -1,9 +1,11 @@
-"""One generic registry, shared by every family of methods (adapters, compressors, ...)."""
+"""One generic registry, shared by every family of methods (adapters, compressors, ...), and the
+registry of families itself, through which io/ reaches a family without importing it."""
 
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, TypeVar
 
 from .errors import ConfigError
 
@@ -39,3 +41,24 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         return name in self._items
+
+
+@dataclass(frozen=True)
+class Family:
+    """What the file formats need from a family of methods (adapters, compressors, ...).
+
+    methods:  its method registry; each entry has a `config_class` with from_dict / to_dict.
+    apply:    apply(model, method, name, plan, state, source) builds the family's modules for `plan`
+              ({module path: config}), checks `state` ({"<path>.<tensor>": tensor}) against them,
+              and only then installs them; a bad state leaves the model untouched.
+    layout:   layout(model, name) -> (method, config, plan, state) of what is installed under `name`,
+              where config is the config the plan was made from.
+    """
+
+    name: str
+    methods: Registry[Any]
+    apply: Callable[..., Any]
+    layout: Callable[..., tuple]
+
+
+FAMILIES: Registry[Family] = Registry("method family")

@@ -67,8 +67,10 @@ def test_step_scales_as_one_over_the_row_norm():
 
 
 def test_no_scaling_no_dropout_and_b_starts_at_zero():
-    with pytest.warns(UserWarning, match="dropout"):
-        model = rankwise.adapt(nn.Sequential(nn.Linear(10, 6)), "allora", rank=3, alpha=64.0, dropout=0.3)
+    for unused in ("alpha", "dropout"):  # the method has neither: setting one is an error naming it
+        with pytest.raises(rankwise.errors.ConfigError, match=f"allora does not use {unused}"):
+            rankwise.adapt(nn.Sequential(nn.Linear(10, 6)), "allora", rank=3, **{unused: 0.3})
+    model = rankwise.adapt(nn.Sequential(nn.Linear(10, 6)), "allora", rank=3)
     layer = model[0].adapters["default"]
     assert layer.scale == 1.0 and isinstance(layer.dropout, nn.Identity)
     assert torch.count_nonzero(layer.lora_B) == 0

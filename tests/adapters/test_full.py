@@ -12,7 +12,7 @@ def test_adam_on_the_delta_moves_the_layer_exactly_as_full_fine_tuning():
     torch.manual_seed(0)
     reference = nn.Sequential(nn.Linear(12, 8, bias=False), nn.Tanh(), nn.Linear(8, 4, bias=False))
     model = copy.deepcopy(reference)
-    rankwise.adapt(model, "full", rank=1, targets="all-linear")  # rank is ignored
+    rankwise.adapt(model, "full", targets="all-linear")  # no rank: ΔW is dense
     for p in reference.parameters():
         p.requires_grad_(True)
     full_opt = torch.optim.AdamW(reference.parameters(), lr=1e-2, weight_decay=0.0)
@@ -30,5 +30,5 @@ def test_adam_on_the_delta_moves_the_layer_exactly_as_full_fine_tuning():
 
 def test_every_entry_of_every_targeted_weight_trains():
     model = nn.Sequential(nn.Linear(12, 8), nn.Linear(8, 4))
-    rankwise.adapt(model, "full", rank=1, targets="all-linear")  # rank is ignored
+    rankwise.adapt(model, "full", targets="all-linear")  # no rank: ΔW is dense
     assert rankwise.trainable_parameters(model)["trainable"] == 12 * 8 + 8 * 4

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import rankwise
+from rankwise.adapters import StepContext
 
 
 def _lift(out_features=24, in_features=40, **fields):
@@ -41,9 +42,9 @@ def test_refresh_moves_the_mask_to_the_new_principal_weights_and_keeps_the_funct
     delta_before = lift.delta_weight().detach().clone()
     out_before = model(x).detach()
     old_support = set(lift.indices.tolist())
-    lift.after_step(4)  # not a refresh step
+    lift.after_step(StepContext(4))  # not a refresh step
     assert set(lift.indices.tolist()) == old_support
-    lift.after_step(5)
+    lift.after_step(StepContext(5))
     new_mask = _principal(W0 + delta_before, 3, lift.values.numel())
     assert set(lift.indices.tolist()) == new_mask != old_support
     torch.testing.assert_close(lift.delta_weight(), delta_before, atol=1e-6, rtol=0)

@@ -13,7 +13,7 @@ def _model(**fields):
     model = nn.Sequential(nn.Linear(24, 16), nn.Tanh(), nn.Linear(16, 8))
     originals = {name: m.weight.detach().clone() for name, m in model.named_modules() if isinstance(m, nn.Linear)}
     fields = {"fraction": 0.2, "nuclear_min_side": 0, **fields}
-    rankwise.adapt(model, "sara", rank=2, **fields)
+    rankwise.adapt(model, "sara", **fields)
     return model, originals
 
 
@@ -42,10 +42,11 @@ def test_only_the_smallest_weights_change_and_the_state_is_sparse():
         delta = layer.adapters["default"].delta_weight().detach().flatten()
         assert torch.count_nonzero(delta[~mask]) == 0, name
         assert torch.count_nonzero(delta[mask]) > 0.9 * count, name
-        # The adapter's state is the mask's size, not (out, in): flat indices, values, flags, frozen values, τ.
+        # The adapter's state is the mask's size, not (out, in): flat indices, values, flags, frozen values, τ,
+        # and the step counter that draws the nuclear-norm layer.
         state = layer.adapters["default"].state_dict()
         assert {k: v.numel() for k, v in state.items()} == {
-            "values": count, "indices": count, "live": count, "frozen": count, "threshold": 1}
+            "values": count, "indices": count, "live": count, "frozen": count, "threshold": 1, "step": 1}
         assert torch.equal(state["indices"].sort().values, torch.nonzero(mask).flatten())
         # τ separates the mask from the rest: M = 1[|W0| < τ].
         assert W0.abs().flatten()[mask].max() < state["threshold"] <= W0.abs().flatten()[~mask].min()

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import rankwise
-from rankwise.adapters import hooks, layers_of
+from rankwise.adapters import StepContext, hooks, layers_of
 from rankwise.adapters._gates import soft_threshold
 from rankwise.adapters.lora import Lora
 from rankwise.errors import ConfigError
@@ -59,12 +59,20 @@ def test_threshold_absolute_or_times_lr_and_ramp():
     model = nn.Sequential(nn.Linear(12, 6))
     rankwise.adapt(model, "sora", rank=4, threshold=1e-2, threshold_times_lr=True)
     layer = model[0].adapters["default"]
-    with pytest.raises(ConfigError, match="param_groups"):
-        layer.threshold_at(0)
+    with pytest.raises(ConfigError, match="learning rate"):
+        hooks.after_step(model, 1)  # no optimizer in the context: no rate to scale by
     groups = hooks.param_groups(model, lr=0.5)
-    assert layer.threshold_at(0) == pytest.approx(5e-3)
     assert [g.get("weight_decay") for g in groups] == [None, 0.0]  # gates: no weight decay
     assert groups[1]["params"] == [layer.gate]
+    # η is the scheduled rate the gate was just updated with, not the base rate.
+    optimizer = torch.optim.AdamW(groups, lr=0.5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.1)
+    with torch.no_grad():
+        layer.gate.copy_(torch.tensor([0.04, -0.01, 0.2, 0.004]))
+    context = StepContext(1, optimizer, scheduler, group_lrs=[g["lr"] for g in optimizer.param_groups])
+    assert context.lr_of(layer.gate) == pytest.approx(0.05)
+    hooks.after_step(model, context)  # ξ·η = 1e-2 · 0.05 = 5e-4
+    torch.testing.assert_close(layer.gate.detach(), torch.tensor([0.0395, -0.0095, 0.1995, 0.0035]))
 
     ramp = rankwise.adapt(nn.Sequential(nn.Linear(12, 6)), "sora", rank=4, threshold=1e-3,
                           max_threshold=4e-3, threshold_values=4, steps_per_threshold=10)

@@ -4,13 +4,13 @@ import pytest
 import torch
 
 import rankwise
-from rankwise.adapters import adapted_layers, hooks
-from rankwise.adapters.splitflux_rca import apply_patterns, pattern_value
+from rankwise.adapters import adapted_layers
 from rankwise.errors import ConfigError
+from rankwise.surgery import pattern_value
 
 from ..conftest import make_tiny_llama
 
-PATTERNS = {"rank_pattern": {"layers.1.*": 2}, "alpha_pattern": {"layers.1.*": 64.0}}
+PATTERNS = {"rank_pattern": {r"layers\.1\..*": 2}, "alpha_pattern": {r"layers\.1\..*": 64.0}}
 
 
 def _rca(**fields):
@@ -20,13 +20,12 @@ def _rca(**fields):
 
 
 def test_pattern_layers_get_the_pattern_rank_and_scale(tiny_ids):
-    model = _rca(**PATTERNS)
-    hooks.init_from_data(model, [])  # where the training loops apply the patterns
+    model = _rca(**PATTERNS)  # the plan gives each layer its own config before anything is built
     gen = torch.Generator().manual_seed(0)
     for path, layer in adapted_layers(model).items():
         rca = layer.adapters["default"]
         with torch.no_grad():
-            rca.lora_B.copy_(torch.randn(rca.lora_B.shape, generator=gen))
+            rca.lora_B.copy_(0.1 * torch.randn(rca.lora_B.shape, generator=gen))  # a trained-looking size
         rank, scale = (2, 64.0 / 2) if path.startswith("model.layers.1.") else (8, 16.0 / 8)
         assert rca.lora_A.shape[0] == rca.lora_B.shape[1] == rank, path
         assert rca.scale == scale and rca.config.rank == rank, path
@@ -40,15 +39,12 @@ def test_pattern_layers_get_the_pattern_rank_and_scale(tiny_ids):
         torch.testing.assert_close(model(tiny_ids).logits, unmerged, atol=1e-5, rtol=0)
 
 
-def test_training_without_the_patterns_applied_is_refused_and_loading_keeps_them(tiny_ids, tmp_path):
+def test_it_trains_at_once_and_loading_keeps_the_per_layer_ranks(tiny_ids, tmp_path):
     from rankwise.io import load_adapter, save_adapter
 
     model = _rca(**PATTERNS)
     model.train()
-    with pytest.raises(ConfigError, match="apply_patterns"):
-        model(tiny_ids)
-    apply_patterns(model)
-    model(tiny_ids).logits.sum().backward()  # the resized factors are the same, trainable Parameters
+    model(tiny_ids).logits.sum().backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if ".adapters." in n)
     save_adapter(model, tmp_path / "rca")
     fresh = load_adapter(make_tiny_llama(), tmp_path / "rca")
@@ -58,15 +54,19 @@ def test_training_without_the_patterns_applied_is_refused_and_loading_keeps_them
 
 
 def test_a_pattern_rank_too_large_names_the_layer():
-    model = _rca(rank_pattern={"k_proj": 20})  # k_proj is (16, 32)
-    with pytest.raises(ConfigError, match=r"layers\.0\.self_attn\.k_proj: rank 20"):
-        apply_patterns(model)
+    model = make_tiny_llama()
+    with pytest.raises(ConfigError, match=r"layers\.0\.self_attn\.k_proj: rank 20"):  # k_proj is (16, 32)
+        rankwise.adapt(model, "splitflux-rca", rank=8, rank_pattern={"k_proj": 20})
+    assert not adapted_layers(model)
 
 
-def test_first_matching_pattern_wins_and_globs_match_suffixes():
-    pattern = {"layers.1.*": 2, "*q_proj": 3}
-    assert pattern_value("model.layers.1.self_attn.q_proj", pattern, 8) == 2
-    assert pattern_value("model.layers.0.self_attn.q_proj", pattern, 8) == 3
-    assert pattern_value("model.layers.0.mlp.up_proj", pattern, 8) == 8
+def test_first_matching_pattern_wins_and_keys_match_dotted_suffixes():
+    pattern = {r"layers\.1\..*": 2, "q_proj": 3}
+    assert pattern_value(pattern, "model.layers.1.self_attn.q_proj", 8) == 2
+    assert pattern_value(pattern, "model.layers.0.self_attn.q_proj", 8) == 3
+    assert pattern_value(pattern, "model.layers.0.mlp.up_proj", 8) == 8
+    assert pattern_value(pattern, "model.layers.0.self_attn.xq_proj", 8) == 8  # a suffix at a dot only
     with pytest.raises(ConfigError):
         rankwise.ADAPTERS.get("splitflux-rca").config_class(rank_pattern={"x": 0})
+    with pytest.raises(ConfigError, match="regular expression"):
+        rankwise.ADAPTERS.get("splitflux-rca").config_class(rank_pattern={"*q_proj": 2})

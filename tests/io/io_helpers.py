@@ -28,7 +28,8 @@ def perturb(model: nn.Module, seed: int = 123, scale: float = 0.1) -> nn.Module:
 
 
 def adapted_llama(method: str = "lora", seed: int = 0, name: str = "default", **fields) -> nn.Module:
-    fields.setdefault("rank", 4)
+    if "rank" in rankwise.ADAPTERS.get(method).config_class.field_names():
+        fields.setdefault("rank", 4)
     model = make_tiny_llama(seed)
     rankwise.adapt(model, method, name=name, **fields)
     return perturb(model)

@@ -47,11 +47,11 @@ def test_adapter_json_contents(tmp_path):
     model = adapted_llama("lora", targets=["q_proj", "v_proj"], alpha=8.0)
     save_adapter(model, tmp_path / "a", name="default")
     meta = json.loads((tmp_path / "a" / "adapter.json").read_text())
-    assert meta["format_version"] == 1 and meta["rankwise_version"] == rankwise.__version__
-    assert meta["method"] == "lora" and meta["name"] == "default"
+    assert meta["format_version"] == 2 and meta["rankwise_version"] == rankwise.__version__
+    assert meta["family"] == "adapter" and meta["method"] == "lora" and meta["name"] == "default"
     assert meta["config"] == get_config(model).to_dict()
     paths = [f"model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "v_proj")]
-    assert meta["targets"] == paths
+    assert meta["plan"] == {path: {} for path in paths}  # every layer has the plan's config
     assert set(meta["base_model"]) >= {"structure", "weights", "dtype"}
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["adapter.json", "adapter.safetensors"]
 
@@ -86,7 +86,7 @@ def test_saves_only_the_named_adapter(tmp_path):
     save_adapter(model, tmp_path / "other", name="other")
     meta = json.loads((tmp_path / "other" / "adapter.json").read_text())
     assert meta["method"] == "dora" and meta["name"] == "other"
-    assert all(path.endswith("v_proj") for path in meta["targets"])
+    assert all(path.endswith("v_proj") for path in meta["plan"])
     loaded = load_adapter(make_tiny_llama(), tmp_path / "other")
     assert adapter_names(loaded) == ["other"]
 
@@ -126,7 +126,8 @@ def test_layers_with_their_own_config_round_trip(tmp_path, tiny_ids):
     save_adapter(model, tmp_path / "a")
     meta = json.loads((tmp_path / "a" / "adapter.json").read_text())
     assert meta["config"]["rank"] == 4
-    assert list(meta["layer_configs"]) == [odd_path] and meta["layer_configs"][odd_path]["rank"] == 2
+    assert {path: changes for path, changes in meta["plan"].items() if changes} == {
+        odd_path: {"rank": 2, "alpha": 5.0}}
     loaded = load_adapter(make_tiny_llama(), tmp_path / "a")
     assert torch.equal(logits(loaded, tiny_ids), logits(model, tiny_ids))
     assert adapted_layers(loaded)[odd_path].adapters["default"].config.alpha == 5.0

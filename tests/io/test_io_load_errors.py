@@ -94,8 +94,8 @@ def test_non_utf8_json(saved):
 
 
 def test_missing_required_keys(saved, tiny_ids):
-    _edit_json(saved, lambda meta: meta.pop("targets"))
-    _fails_cleanly(saved, AdapterFileError, r"lacks \['targets'\]", tiny_ids)
+    _edit_json(saved, lambda meta: meta.pop("plan"))
+    _fails_cleanly(saved, AdapterFileError, r"lacks \['plan'\]", tiny_ids)
 
 
 def test_unknown_method(saved, tiny_ids):
@@ -106,7 +106,7 @@ def test_unknown_method(saved, tiny_ids):
 
 def test_newer_format_version(saved, tiny_ids):
     _edit_json(saved, lambda meta: meta.update(format_version=99, rankwise_version="9.0"))
-    _fails_cleanly(saved, AdapterFileError, "rankwise 9.0 in adapter format 99.*Upgrade rankwise", tiny_ids)
+    _fails_cleanly(saved, AdapterFileError, "rankwise 9.0 in format 99.*Upgrade rankwise", tiny_ids)
 
 
 def test_unknown_config_keys_warn_once_and_load(saved, tiny_ids):
@@ -164,7 +164,7 @@ def test_shape_mismatch_names_both_shapes(saved, tiny_ids):
 
 
 def test_targets_the_model_lacks(saved, tiny_ids):
-    _edit_json(saved, lambda meta: meta["targets"].append("model.layers.9.mlp.up_proj"))
+    _edit_json(saved, lambda meta: meta["plan"].update({"model.layers.9.mlp.up_proj": {}}))
     _fails_cleanly(saved, AdapterFileError, "lacks, e.g. \\['model.layers.9.mlp.up_proj'\\]", tiny_ids)
 
 
@@ -195,6 +195,37 @@ def test_newer_fingerprint_version_warns_and_loads(saved):
     assert adapted_layers(model)
 
 
+def _as_format_1(meta: dict) -> None:
+    """Rewrite a format-2 adapter.json the way rankwise 0.1 wrote it: targets and layer_configs, no plan."""
+    plan = meta.pop("plan")
+    meta.pop("family")
+    meta.update(format_version=1, targets=list(plan),
+                layer_configs={path: {**meta["config"], **changes} for path, changes in plan.items() if changes})
+
+
+def test_format_1_files_still_load(tmp_path, tiny_ids):
+    model = adapted_llama("lora", rank_pattern={"q_proj": 2})
+    save_adapter(model, tmp_path / "a")
+    _edit_json(tmp_path / "a", _as_format_1)
+    meta = json.loads((tmp_path / "a" / "adapter.json").read_text())
+    assert meta["format_version"] == 1 and len(meta["layer_configs"]) == 2  # the two q_proj layers
+    loaded = load_adapter(make_tiny_llama(), tmp_path / "a")
+    assert torch.equal(logits(loaded, tiny_ids), logits(model, tiny_ids))
+    assert loaded.get_submodule("model.layers.1.self_attn.q_proj").adapters["default"].config.rank == 2
+
+
+def test_format_1_full_adapters_drop_the_fields_they_no_longer_have(tmp_path, tiny_ids):
+    model = adapted_llama("full")
+    save_adapter(model, tmp_path / "a")
+    _edit_json(tmp_path / "a", _as_format_1)
+    _edit_json(tmp_path / "a", lambda meta: meta["config"].update(rank=8, alpha=16.0, dropout=0.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # rankwise 0.1 wrote rank, alpha and dropout for every method
+        loaded = load_adapter(make_tiny_llama(), tmp_path / "a")
+    assert torch.equal(logits(loaded, tiny_ids), logits(model, tiny_ids))
+
+
 def test_layer_configs_for_unknown_modules(saved, tiny_ids):
+    _edit_json(saved, _as_format_1)
     _edit_json(saved, lambda meta: meta.update(layer_configs={"model.nope": meta["config"]}))
     _fails_cleanly(saved, AdapterFileError, "layer_configs names modules not in targets", tiny_ids)

@@ -30,7 +30,8 @@ def test_callback_calls_every_hook_at_its_event(tmp_path, monkeypatch):
     calls = {"init": [], "reg": 0, "after": [], "final": 0}
     monkeypatch.setattr(hooks, "init_from_data",
                         lambda m, batches: calls["init"].append([b["input_ids"].shape for b in batches]))
-    monkeypatch.setattr(hooks, "after_step", lambda m, step: calls["after"].append(step))
+    monkeypatch.setattr(hooks, "after_step", lambda m, step: calls["after"].append(
+        (step.step, step.total_steps, step.optimizer is not None, step.scheduler is not None, step.group_lrs)))
     monkeypatch.setattr(hooks, "finalize", lambda m: calls.__setitem__("final", calls["final"] + 1))
 
     def regularizer(model):
@@ -41,7 +42,9 @@ def test_callback_calls_every_hook_at_its_event(tmp_path, monkeypatch):
     make_trainer(tmp_path, [RankwiseCallback(init_batches=3)], gradient_accumulation_steps=2).train()
     assert calls["init"] == [[torch.Size([2, 8])] * 3]
     assert calls["reg"] == 3  # once per optimizer step, not per micro-batch
-    assert calls["after"] == [1, 2, 3]
+    # StepContext: steps taken, the run's length, the optimizer and scheduler, the rates just used.
+    assert [call[:4] for call in calls["after"]] == [(s, 3, True, True) for s in (1, 2, 3)]
+    assert all(len(call[4]) == 1 and call[4][0] > 0 for call in calls["after"])
     assert calls["final"] == 1
 
 

@@ -23,7 +23,7 @@ def crash_at(monkeypatch, step: int) -> None:
 
     def after_step(model, s):
         real(model, s)
-        if s == step:
+        if s.step == step:
             raise Crash(f"simulated crash at step {s}")
 
     monkeypatch.setattr(hooks, "after_step", after_step)
@@ -98,7 +98,8 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
 def test_hooks_are_called_as_documented(tmp_path, monkeypatch):
     calls = {"init": [], "reg": 0, "after": [], "final": 0}
     monkeypatch.setattr(hooks, "init_from_data", lambda m, batches: calls["init"].append(len(list(batches))))
-    monkeypatch.setattr(hooks, "after_step", lambda m, step: calls["after"].append(step))
+    monkeypatch.setattr(hooks, "after_step", lambda m, step: calls["after"].append(
+        (step.step, step.total_steps, step.optimizer is not None, step.scheduler is not None, step.group_lrs)))
     monkeypatch.setattr(hooks, "finalize", lambda m: calls.__setitem__("final", calls["final"] + 1))
 
     def regularizer(model):
@@ -107,5 +108,7 @@ def test_hooks_are_called_as_documented(tmp_path, monkeypatch):
 
     monkeypatch.setattr(hooks, "regularizer", regularizer)
     _, summary = run(tmp_path, max_steps=3)
-    assert calls == {"init": [2], "reg": 6, "after": [1, 2, 3], "final": 1}  # 3 steps x 2 micro-batches
+    after = calls.pop("after")
+    assert calls == {"init": [2], "reg": 6, "final": 1}  # 3 steps x 2 micro-batches
+    assert [call[:4] for call in after] == [(s, 3, True, True) for s in (1, 2, 3)]
     assert all("regularizer" in record for record in summary["log"])

@@ -17,13 +17,15 @@ from .api import (
     enable,
     get_config,
     layers_of,
+    layout,
+    load_state,
     merge,
     set_active,
     trainable_parameters,
     unload,
     unmerge,
 )
-from .base import ADAPTERS, Adapter, AdapterConfig, register
+from .base import ADAPTERS, Adapter, AdapterConfig, StepContext, register
 from .layer import AdaptedLinear, AdaptedModule
 
 _INFRASTRUCTURE = {"api", "base", "hooks", "layer"}
@@ -32,7 +34,7 @@ for _module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
-    "ADAPTERS", "Adapter", "AdapterConfig", "AdaptedLinear", "AdaptedModule", "register",
+    "ADAPTERS", "Adapter", "AdapterConfig", "AdaptedLinear", "AdaptedModule", "StepContext", "register",
     "adapt", "adapted_layers", "adapter_names", "active_adapters", "disable", "disabled", "enable",
-    "get_config", "layers_of", "merge", "set_active", "trainable_parameters", "unload", "unmerge",
+    "get_config", "layers_of", "layout", "load_state", "merge", "set_active", "trainable_parameters", "unload", "unmerge",
 ]

@@ -26,11 +26,11 @@ from torch import nn
 
 from ..errors import ConfigError
 from ._blocks import BlockAdapter, hidden_of, with_hidden
-from .base import AdapterConfig, register
+from .base import LowRankConfig, make_dropout, register
 
 
 @dataclass
-class AdapterTuneConfig(AdapterConfig):
+class AdapterTuneConfig(LowRankConfig):
     rank: int = 16
     alpha: float = 1.0  # plain multiplier of the adapter output
     targets: Any = "all-blocks"
@@ -61,10 +61,10 @@ class AdapterTune(BlockAdapter):
         else:
             nn.init.normal_(self.up.weight, std=1e-4)
             nn.init.normal_(self.up.bias, std=1e-4)
-        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.dropout = make_dropout(config)
         self.alpha = config.alpha
 
-    def forward(self, x: torch.Tensor, base_out: Any, base: nn.Module) -> Any:
+    def forward(self, x: torch.Tensor, base_out: Any, layer: nn.Module) -> Any:
         hidden = hidden_of(base_out)
         h = self.dropout(hidden.to(self.down.weight.dtype))
         update = self.alpha * self.up(F.gelu(self.down(h)))

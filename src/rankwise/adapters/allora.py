@@ -6,7 +6,7 @@ shrinks as the row grows,
     θ ← θ + c(θ) · Δθ,   c(θ) = 1 / sqrt(‖θ‖₂² + 1/η²)   for every row θ of A (rank, in) and of B (out, rank)
 where Δθ is the optimizer's own update and θ, ‖θ‖ are taken before the step. So a row near zero
 (B at init) moves with rate η·lr (fast escape from 0) and a large row with rate lr/‖θ‖. Trains A and B.
-Merges as W ← W + B A. `alpha` and `dropout` are accepted but unused (the method removes both).
+Merges as W ← W + B A. It has no alpha and no dropout (the method removes both).
 
 How it is applied, and why: the rule is a learning rate, and must stay one under Adam. Scaling the
 gradient (a hook) would be undone by Adam's per-coordinate normalisation, and param_groups carry one
@@ -23,21 +23,22 @@ and η are assumptions (no public code). `norm_over="tensor"` uses one norm per 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import AdapterConfig, register
-from .lora import Lora, LoraConfig
+from .base import AdapterConfig, RankField, StepContext, register
+from .lora import Lora
 
 
 @dataclass
-class AlloraConfig(LoraConfig):
+class AlloraConfig(RankField):
     eta: float = 1.0  # rate multiplier at θ = 0 (c(0) = η); c ≈ 1/‖θ‖ once ‖θ‖ ≫ 1/η
     norm_over: str = "row"  # "row": one norm per row of A and B; "tensor": one per matrix
+
+    invalid = ({"eta": 0.0}, {"norm_over": "column"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -62,22 +63,19 @@ class Allora(Lora):
 
     def __init__(self, base: nn.Linear, config: AlloraConfig):
         super().__init__(base, config)
-        if config.dropout > 0:
-            warnings.warn("allora is dropout-free by design; the dropout setting is ignored.")
-        self.dropout = nn.Identity()
         self._before: list[torch.Tensor] | None = None  # A and B when the step's gradient was taken
 
     @staticmethod
     def scaling(config: AdapterConfig) -> float:
         return 1.0
 
-    def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
         if torch.is_grad_enabled() and self.lora_A.requires_grad:
             self._before = [self.lora_A.detach().clone(), self.lora_B.detach().clone()]
-        return super().forward(x, base_out, base)
+        return super().forward(x, base_out, layer)
 
     @torch.no_grad()
-    def after_step(self, step: int) -> None:
+    def after_step(self, context: StepContext) -> None:
         if self._before is None:
             return
         per_row = self.config.norm_over == "row"

@@ -8,8 +8,10 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import nn
 
+from .._registry import FAMILIES, Family
 from ..errors import AdapterFileError, ConfigError, TargetError
-from ..surgery import find_targets, get_module, replace_module
+from ..io.readers import check_state
+from ..surgery import get_module, make_plan, replace_module
 from .base import ADAPTERS, Adapter, AdapterConfig
 from .layer import AdaptedLinear, AdaptedModule
 
@@ -34,7 +36,12 @@ def layers_of(model: nn.Module, name: str) -> dict[str, Adapter]:
 
 
 def get_config(model: nn.Module, name: str = "default") -> AdapterConfig:
-    return next(iter(layers_of(model, name).values())).config
+    """The config adapter `name` was made from (each layer's own is `layers_of(model, name)[path].config`)."""
+    return layout_config(next(iter(layers_of(model, name).values())))
+
+
+def layout_config(adapter: Adapter) -> AdapterConfig:
+    return getattr(adapter, "plan_config", adapter.config)
 
 
 def adapt(
@@ -43,44 +50,46 @@ def adapt(
     *,
     name: str = "default",
     config: AdapterConfig | None = None,
+    plan: Mapping[str, AdapterConfig] | None = None,
     state: Mapping[str, torch.Tensor] | None = None,
+    freeze_base: bool = True,
+    source: str = "the given state",
     **fields: Any,
 ) -> nn.Module:
     """Attach a new adapter of `method` to the modules its config targets, and make it the active one.
 
-    `fields` are the method's config fields (rank=8, alpha=16, targets="all-linear", ...). Only the
-    new adapter's tensors train afterwards. `state` ({"<module path>.<tensor>": tensor}, as
-    save_adapter writes it) loads saved tensors instead of initialising them.
+    `fields` are the method's config fields (rank=8, alpha=16, targets="all-linear",
+    rank_pattern={"q_proj": 4}, ...); a field the method does not use is an error. `plan`
+    ({module path: config}, rankwise.surgery.make_plan's output) overrides the config's own targets.
+    `state` ({"<module path>.<tensor>": tensor}, as save_adapter writes it) loads saved tensors instead
+    of initialising them; every tensor is checked before the model changes. freeze_base=False leaves
+    the other parameters' requires_grad as they are (full-rank or pre-training runs); by default
+    only the new adapter's tensors train.
     """
     cls = ADAPTERS.get(method)
     if config is None:
-        config = cls.config_class(**fields)
+        config = cls.config_class.create(method, **fields)
     elif fields:
         raise ConfigError("pass either config= or keyword fields, not both.")
     if not isinstance(config, cls.config_class):
         raise ConfigError(f"{method} needs a {cls.config_class.__name__}, got {type(config).__name__}.")
     if name in adapter_names(model):
         raise ConfigError(f"the model already has an adapter named {name!r}; pick another name or unload it.")
-    built: dict[str, Adapter] = {}
-    for path in _target_paths(model, config):
-        module = get_module(model, path)
-        base = module.base if isinstance(module, AdaptedModule) else module
-        if not cls.can_wrap(base):
-            raise TargetError(f"{path} is a {type(base).__name__}; {method} adapts {cls.wraps_what} only.")
-        try:
-            adapter = cls(base, config)
-        except ConfigError as err:
-            raise ConfigError(f"{path}: {err}") from None
-        if state is None:
-            weight = getattr(base, "weight", None)  # block-level methods have none
+    if not name or "." in name:
+        raise ConfigError(f"adapter name {name!r} must be a non-empty string without '.'.")
+    plan = make_plan(model, config) if plan is None else dict(plan)
+    built = _build(model, cls, config, plan)
+    if state is None:
+        for path, adapter in built.items():
+            weight = getattr(_base_of(model, path), "weight", None)  # block-level methods have none
             adapter.init_from_weight(None if weight is None else weight.detach())
-        else:
-            load_layer_state(adapter, path, state)
-        built[path] = adapter
+    else:
+        _load_state(built, state, source)
     # Only now, with every layer built and checked, is the model touched: a bad config or file
     # never leaves it half-adapted.
-    for param in model.parameters():
-        param.requires_grad_(False)
+    if freeze_base:
+        for param in model.parameters():
+            param.requires_grad_(False)
     for path, adapter in built.items():
         module = get_module(model, path)
         if not isinstance(module, AdaptedModule):
@@ -93,34 +102,69 @@ def adapt(
     return model
 
 
-def _target_paths(model: nn.Module, config: AdapterConfig) -> list[str]:
-    """find_targets, seen through existing wrappers: a wrapper's base counts as the wrapper itself,
-    and the adapters' own submodules are never targets."""
-    wrappers = adapted_layers(model)
-    paths: dict[str, None] = {}
-    for path in find_targets(model, config.targets, config.exclude):
-        owner, _, leaf = path.rpartition(".")
-        if leaf == "base" and owner in wrappers:
-            path = owner
-        if not any(path.startswith(w + ".adapters.") for w in wrappers):
-            paths[path] = None
-    return list(paths)
+def _base_of(model: nn.Module, path: str) -> nn.Module:
+    module = get_module(model, path)
+    return module.base if isinstance(module, AdaptedModule) else module
 
 
-def load_layer_state(adapter: Adapter, path: str, state: Mapping[str, torch.Tensor]) -> None:
-    prefix = path + "."
-    own = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
-    expected = adapter.state_dict()
-    missing = sorted(set(expected) - set(own))
-    if missing:
-        raise AdapterFileError(f"{path}: the adapter file has no {', '.join(missing)} for this layer.")
-    for key, value in own.items():
-        if key in expected and value.shape != expected[key].shape:
-            raise AdapterFileError(
-                f"{path}.{key}: saved shape {tuple(value.shape)} does not fit this model's "
-                f"{tuple(expected[key].shape)}; the adapter was made for another model or rank."
-            )
-    adapter.load_state_dict({k: v for k, v in own.items() if k in expected})
+def _build(model: nn.Module, cls: type[Adapter], config: AdapterConfig,
+           plan: Mapping[str, AdapterConfig]) -> dict[str, Adapter]:
+    """One adapter per planned layer (the factory), each error naming its layer."""
+    if not plan:
+        raise TargetError(f"the plan for {cls.name} selects no module.")
+    modules = dict(model.named_modules())
+    absent = [path for path in plan if path not in modules]
+    if absent:
+        raise TargetError(f"the plan names {len(absent)} module(s) this model lacks, e.g. {absent[:5]}; "
+                          "it was made for another model architecture.")
+    built = {}
+    for path, layer_config in plan.items():
+        base = _base_of(model, path)
+        if not isinstance(layer_config, cls.config_class):
+            raise ConfigError(f"{path}: {cls.name} needs a {cls.config_class.__name__}, "
+                              f"got {type(layer_config).__name__}.")
+        if not cls.can_wrap(base):
+            raise TargetError(f"{path} is a {type(base).__name__}; {cls.name} adapts {cls.wraps_what} only.")
+        try:
+            adapter = cls(base, layer_config)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+        adapter.plan_config = config  # the config the plan came from; saved files record it once
+        built[path] = adapter
+    return built
+
+
+def _load_state(layers: Mapping[str, Adapter], state: Mapping[str, torch.Tensor], source: Any) -> None:
+    """Check every tensor of `state` against `layers` (listing all problems at once), then load them."""
+    expected = {f"{path}.{key}": tuple(value.shape)
+                for path, adapter in layers.items() for key, value in adapter.state_dict().items()}
+    check_state(expected, state, source)
+    for path, adapter in layers.items():
+        prefix = path + "."
+        adapter.load_state_dict({key[len(prefix):]: value for key, value in state.items()
+                                 if key.startswith(prefix) and key[len(prefix):] in adapter.state_dict()})
+
+
+def load_state(model: nn.Module, name: str, state: Mapping[str, torch.Tensor], source: Any = "the state") -> None:
+    """Load saved tensors into the existing adapter `name` (a checkpoint's), after checking them all."""
+    _load_state(layers_of(model, name), state, source)
+
+
+def layout(model: nn.Module, name: str) -> tuple[str, AdapterConfig, dict[str, AdapterConfig], dict]:
+    """(method, the config the plan was made from, {path: layer config}, {"<path>.<tensor>": tensor})."""
+    layers = layers_of(model, name)
+    methods = {type(adapter).name for adapter in layers.values()}
+    if len(methods) > 1:
+        raise ConfigError(
+            f"adapter {name!r} mixes methods {sorted(methods)} across its layers; an adapter file holds one "
+            "method. Save each method under its own adapter name."
+        )
+    # The config the plan was made from; a layer swapped in later (by hand, or SoRA's finalize) has none.
+    first = next((a for a in layers.values() if hasattr(a, "plan_config")), next(iter(layers.values())))
+    plan = {path: adapter.config for path, adapter in layers.items()}
+    state = {f"{path}.{key}": value for path, adapter in layers.items()
+             for key, value in adapter.state_dict().items()}
+    return methods.pop(), layout_config(first), plan, state
 
 
 def set_active(model: nn.Module, names: str | list[str]) -> None:
@@ -159,20 +203,22 @@ def unmerge(model: nn.Module) -> nn.Module:
 
 
 def unload(model: nn.Module, names: str | list[str] | None = None, *, merge: bool = False) -> nn.Module:
-    """Remove adapters (all by default) and put plain nn.Linear layers back.
+    """Remove adapters `names` (all by default); layers left without adapters become plain modules again.
 
-    With merge=True the active adapters are first folded in for good (a deployable model);
-    otherwise the base weights come back as they were before `adapt`.
+    With merge=True the active ones among them are first folded into the base weights for good, in
+    their active order, and the adapters that stay run on top of that weight; otherwise the base
+    weights come back as they were before `adapt`.
     """
     names = adapter_names(model) if names is None else ([names] if isinstance(names, str) else list(names))
     for path, layer in adapted_layers(model).items():
-        if merge:
-            layer.merge(layer.active)
-            layer._unmerged_weight, layer.merged = None, []  # the merged weight is now the base
-            layer.adapters.clear()
-        for name in names:
-            if name in layer.adapters:
-                layer.remove(name)
+        chosen = [n for n in layer.adapters if n in names]
+        folded = [n for n in layer.active if n in names]
+        if merge and folded:
+            layer.unmerge()
+            layer.merge(folded)
+            layer.keep_merged()
+        for name in chosen:
+            layer.remove(name)
         if not layer.adapters:
             replace_module(model, path, layer.base)
     return model
@@ -206,3 +252,17 @@ def trainable_parameters(model: nn.Module) -> dict[str, int]:
         "trainable": sum(p.numel() for p in seen.values() if p.requires_grad),
         "total": sum(p.numel() for p in seen.values()),
     }
+
+
+def _apply_saved(model: nn.Module, method: str, name: str, config: AdapterConfig,
+                 plan: Mapping[str, AdapterConfig], state: Mapping[str, torch.Tensor], source: Any) -> None:
+    if name in adapter_names(model):
+        raise ConfigError(f"the model already has an adapter named {name!r}; pass name=... to load {source} "
+                          "under another name, or unload the existing one first.")
+    try:
+        adapt(model, method, name=name, config=config, plan=plan, state=state, source=source)
+    except TargetError as err:  # the file's plan does not fit this model
+        raise AdapterFileError(f"{source}: {err}") from None
+
+
+FAMILIES.register("adapter")(Family("adapter", ADAPTERS, apply=_apply_saved, layout=layout))

@@ -1,20 +1,33 @@
 """The adapter interface: a config dataclass, a per-layer module, optional training hooks.
 
 A method subclasses `AdapterConfig` (its hyper-parameters) and `Adapter` (its tensors for one wrapped
-nn.Linear), and registers the Adapter class under its name with `@ADAPTERS.register("name")`.
+nn.Linear), and registers the Adapter class under its name with `@register("name")`.
+
+Configs own their fields. `AdapterConfig` has only what every method needs (targets, exclude,
+layers_to_transform); a method inherits `RankField` (rank, rank_pattern), `AlphaField` (alpha,
+alpha_pattern) and `DropoutField` (dropout) only if it uses them, so setting a field a method does
+not use is an error that names the field. `<field>_pattern` maps PEFT-style regex keys to per-layer
+values; rankwise.surgery.make_plan resolves them into one config per layer before anything is built.
 
 Per layer, an Adapter implements
-    forward(x, base_out, base)   -> the layer's output with this adapter applied, computed on
-                                    activations (never a dense W + ΔW while training)
+    forward(x, base_out, layer)  -> the layer's output with this adapter applied, computed on
+                                    activations (never a dense W + ΔW while training); `layer` has the
+                                    .weight and .bias the adapter sits on (with earlier stacked adapters
+                                    folded in, for methods that read the weight)
     delta_weight()               -> ΔW (out, in), so merging is exact and explicit
 and may override
-    merged_weight(weight)        for methods that transform W rather than add to it (DoRA)
+    merged_weight(weight)        for methods that transform W rather than add to it (DoRA); the update
+                                 of a stacked adapter is merged_weight(W) - W with W the weight below it
     init_from_weight(weight)     for data-free inits that read W (PiSSA's SVD)
-    regularizer(), after_step(step), end_task(), finalize()    per-layer training hooks
+    regularizer(), after_step(context), end_task(), finalize()    per-layer training hooks
 
 Model-level hooks, called once per adapter name with all of its layers:
     init_from_data(model, layers, batches)    gradient- or activation-based inits
     param_groups(layers, lr)                  per-parameter learning rates
+
+Step convention: `StepContext.step` counts the optimizer steps already taken, so the hook that runs
+right after the first optimizer step sees step == 1. A hook keeps any counter it needs in a buffer
+(saved with the adapter, so a resumed run continues it), never in a plain attribute.
 """
 
 from __future__ import annotations
@@ -34,35 +47,209 @@ from ..errors import ConfigError, NotMergeable
 
 @dataclass
 class AdapterConfig:
-    """Fields every low-rank method shares. `targets` follows rankwise.surgery.find_targets."""
+    """Fields every method shares. `targets` follows rankwise.surgery.find_targets."""
 
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
     targets: Any = "all-linear"
     exclude: list[str] = field(default_factory=list)
+    layers_to_transform: list[int] | None = None  # keep only modules of these block indices (PEFT's field)
+
+    # Configs that must be rejected, per class; `bad_configs()` collects them along the class hierarchy.
+    invalid: ClassVar[tuple[dict, ...]] = ({"layers_to_transform": [-1]},)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank < 1:
-            raise ConfigError(f"rank must be a positive integer, got {self.rank!r}.")
-        if not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha) or self.alpha <= 0:
-            raise ConfigError(f"alpha must be a positive number, got {self.alpha!r}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}.")
+        layers = self.layers_to_transform
+        if layers is not None and not (isinstance(layers, list) and all(
+                isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers)):
+            raise ConfigError(f"layers_to_transform must be a list of block indices >= 0, got {layers!r}.")
+
+    @classmethod
+    def bad_configs(cls) -> list[dict]:
+        seen = []
+        for klass in cls.__mro__:
+            for bad in vars(klass).get("invalid", ()):
+                if bad not in seen:
+                    seen.append(bad)
+        return seen
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def create(cls, method: str, **values: Any) -> "AdapterConfig":
+        """cls(**values), but a field the method does not have is a ConfigError that names it."""
+        unknown = sorted(set(values) - cls.field_names())
+        if unknown:
+            raise ConfigError(f"{method} does not use {', '.join(unknown)}; its fields are "
+                              f"{', '.join(sorted(cls.field_names()))}.")
+        return cls(**values)
+
+    def pattern_fields(self) -> dict[str, dict]:
+        """{field: {regex: value}} of this config's per-layer patterns (rank_pattern -> rank, ...)."""
+        return {f.name.removesuffix("_pattern"): getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name.endswith("_pattern") and getattr(self, f.name)}
+
+    def for_layer(self, path: str) -> "AdapterConfig":
+        """This layer's config: each `<field>_pattern` whose regex matches `path` sets `<field>`."""
+        from ..surgery import pattern_value
+
+        values = {name: pattern_value(patterns, path, getattr(self, name))
+                  for name, patterns in self.pattern_fields().items()}
+        changed = {name: value for name, value in values.items() if value != getattr(self, name)}
+        return dataclasses.replace(self, **changed) if changed else self
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         if not isinstance(self.targets, (str, list, tuple)):
-            out["targets"] = None  # module types are not JSON; the saved target list is exact anyway
+            out["targets"] = None  # module types are not JSON; the saved plan is exact anyway
         return out
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "AdapterConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+    def from_dict(cls, values: dict[str, Any], *, dropped: Iterable[str] = ()) -> "AdapterConfig":
+        """Build from saved values; `dropped` names fields older files wrote that this method no longer has."""
+        known = cls.field_names()
+        unknown = sorted(set(values) - known - set(dropped))
         if unknown:
             warnings.warn(f"ignoring unknown {cls.__name__} keys {unknown} (written by a newer rankwise?)")
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def _check_patterns(config: AdapterConfig, name: str, check) -> None:
+    import re
+
+    for key, value in getattr(config, name).items():
+        try:
+            re.compile(key)
+        except (re.error, TypeError) as err:
+            raise ConfigError(f"{name} key {key!r} is not a valid regular expression ({err}).") from None
+        check(value, f"{name}[{key!r}]")
+
+
+def _positive_int(value: Any, what: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{what} must be a positive integer, got {value!r}.")
+
+
+def _positive_number(value: Any, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{what} must be a positive number, got {value!r}.")
+
+
+@dataclass
+class RankField(AdapterConfig):
+    """For methods with a rank: `rank`, and PEFT's `rank_pattern` ({regex on the module path: rank})."""
+
+    rank: int = 8
+    rank_pattern: dict[str, int] = field(default_factory=dict)
+
+    invalid: ClassVar[tuple[dict, ...]] = ({"rank": 0}, {"rank": -2}, {"rank_pattern": {"q_proj": 0}})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive_int(self.rank, "rank")
+        _check_patterns(self, "rank_pattern", _positive_int)
+
+
+@dataclass
+class AlphaField(AdapterConfig):
+    """For methods with a scale numerator: `alpha`, and PEFT's `alpha_pattern`."""
+
+    alpha: float = 16.0
+    alpha_pattern: dict[str, float] = field(default_factory=dict)
+
+    invalid: ClassVar[tuple[dict, ...]] = ({"alpha": -1.0}, {"alpha": float("nan")})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive_number(self.alpha, "alpha")
+        _check_patterns(self, "alpha_pattern", _positive_number)
+
+
+@dataclass
+class DropoutField(AdapterConfig):
+    """For methods with dropout on the adapter's input."""
+
+    dropout: float = 0.0
+
+    invalid: ClassVar[tuple[dict, ...]] = ({"dropout": 1.5},)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
+                or not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}.")
+
+
+@dataclass
+class LowRankConfig(RankField, AlphaField, DropoutField):
+    """rank, alpha and dropout: the fields of LoRA and most of its variants."""
+
+
+@dataclass
+class SvdField(AdapterConfig):
+    """For methods initialised from an SVD: 0 is exact, k > 0 a randomized SVD with k power iterations."""
+
+    svd_iters: int = 0
+
+    invalid: ClassVar[tuple[dict, ...]] = ({"svd_iters": -1},)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.svd_iters, int) or isinstance(self.svd_iters, bool) or self.svd_iters < 0:
+            raise ConfigError(f"svd_iters must be an integer >= 0, got {self.svd_iters!r}.")
+
+
+def make_dropout(config: AdapterConfig) -> nn.Module:
+    rate = getattr(config, "dropout", 0.0)
+    return nn.Dropout(rate) if rate > 0 else nn.Identity()
+
+
+@dataclass
+class StepContext:
+    """What a training loop hands to after_step hooks, once per optimizer step.
+
+    step:         optimizer steps taken so far (1 right after the first one)
+    optimizer:    the optimizer (None when a loop has none to give), so hooks can reset moments
+    scheduler:    the learning-rate scheduler, or None
+    total_steps:  the run's (or the current task's) number of optimizer steps, or None
+    group_lrs:    each parameter group's learning rate for the step just taken (scheduled), or None
+    """
+
+    step: int
+    optimizer: Any = None
+    scheduler: Any = None
+    total_steps: int | None = None
+    group_lrs: list[float] | None = None
+
+    def _optimizer(self):
+        return getattr(self.optimizer, "optimizer", self.optimizer)  # accelerate wraps it
+
+    def lr_of(self, param: torch.Tensor) -> float | None:
+        """The learning rate `param` was just updated with, or None if no optimizer holds it."""
+        optimizer = self._optimizer()
+        if optimizer is None:
+            return None
+        for index, group in enumerate(optimizer.param_groups):
+            if any(p is param for p in group["params"]):
+                return self.group_lrs[index] if self.group_lrs is not None else group["lr"]
+        return None
+
+    @torch.no_grad()
+    def reset_state(self, param: torch.Tensor, where: torch.Tensor | None = None) -> None:
+        """Zero the optimizer's per-entry state (Adam's moments) of `param`, or of its entries `where`.
+
+        For hooks that re-use a slot for another weight (LIFT's mask refresh) or re-factorise a
+        tensor (LoRA-Squeeze): the old moments belong to what the slot held before. Scalar state
+        (Adam's step count) is shared by the whole tensor and kept.
+        """
+        optimizer = self._optimizer()
+        state = optimizer.state.get(param) if optimizer is not None else None
+        for value in (state or {}).values():
+            if torch.is_tensor(value) and value.shape == param.shape:
+                if where is None:
+                    value.zero_()
+                else:
+                    value[where] = 0
 
 
 class Adapter(nn.Module):
@@ -76,6 +263,9 @@ class Adapter(nn.Module):
     mergeable: ClassVar[bool] = True
     identity_at_init: ClassVar[bool] = True
     wraps_what: ClassVar[str] = "nn.Linear layers"
+    reads_weight: ClassVar[bool] = False  # forward reads layer.weight (DoRA's norm): stacking passes W'
+    # Config changes that make every hook fire within a few steps (the contract suite's resume test).
+    fast_hooks: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     def can_wrap(cls, module: nn.Module) -> bool:
@@ -92,16 +282,17 @@ class Adapter(nn.Module):
         self.config = config
         self.in_features, self.out_features = self.features(base)
         weight = next(base.parameters())
-        if config.rank > min(self.in_features, self.out_features):
+        rank = getattr(config, "rank", None)
+        if rank is not None and rank > min(self.in_features, self.out_features):
             raise ConfigError(
-                f"rank {config.rank} exceeds min(out, in) = {min(self.in_features, self.out_features)} "
+                f"rank {rank} exceeds min(out, in) = {min(self.in_features, self.out_features)} "
                 f"of a ({self.out_features}, {self.in_features}) layer; lower the rank or exclude the layer."
             )
         # Adapters of a half-precision base still train in float32 (as PEFT's autocast does).
         self.factory = {"device": weight.device, "dtype": torch.promote_types(weight.dtype, torch.float32)}
 
     # per layer -------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
         raise NotImplementedError
 
     def delta_weight(self) -> torch.Tensor:
@@ -116,7 +307,7 @@ class Adapter(nn.Module):
     def regularizer(self) -> torch.Tensor | None:
         return None
 
-    def after_step(self, step: int) -> None:
+    def after_step(self, context: StepContext) -> None:
         pass
 
     def end_task(self) -> None:

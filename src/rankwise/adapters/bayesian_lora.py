@@ -36,14 +36,14 @@ from ..errors import ConfigError
 from ._gates import (BIT_LEVELS, chained, expected_bits, hard_concrete_open, hard_concrete_p_open,
                      hard_concrete_sample, nested_quantization)
 from .api import layers_of
-from .base import Adapter, AdapterConfig, register
+from .base import Adapter, LowRankConfig, make_dropout, register
 
 ACTIVATION_BITS = 32
 LEVELS = len(BIT_LEVELS)
 
 
 @dataclass
-class BayesianLoraConfig(AdapterConfig):
+class BayesianLoraConfig(LowRankConfig):
     bop_weight: float = 0.1  # weight of the normalised expected bit-operations in the loss
     gate_init: float = 1.0  # initial log-odds of every gate (P(open) ≈ 0.93; all open at eval)
 
@@ -80,14 +80,14 @@ class BayesianLora(Adapter):
         self.rank_logits = nn.Parameter(torch.full((rank,), gate, **self.factory))
         self.bit_logits_A = nn.Parameter(torch.full((LEVELS - 1,), gate, **self.factory))
         self.bit_logits_B = nn.Parameter(torch.full((LEVELS - 1,), gate, **self.factory))
-        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.dropout = make_dropout(config)
         self.scale = config.alpha / rank
 
-    def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
         x = self.dropout(x.to(self.lora_A.dtype))
         # Gates are sampled only in a training pass: adapt() adds adapters (training=True) to models
         # that may be in eval mode, so the base's flag and grad mode are consulted too.
-        if not (self.training and base.training and torch.is_grad_enabled()):
+        if not (self.training and layer.training and torch.is_grad_enabled()):
             A, B, gains = self.deterministic_factors()
             return base_out + (F.linear(F.linear(x, A) * gains, B) * self.scale).to(base_out.dtype)
         # Gates drawn per token; the nested terms are stacked so each factor stays one matmul.

@@ -17,8 +17,8 @@ are applied on activations, so unload is exact and the saved adapter carries the
 capacity = min(max_tasks · rank, min(out, in)); when a task would overflow it, the past factors are
 re-compressed by SVD (exact while their rank fits; a warning says what was lost otherwise).
 The threshold schedule follows the code, including its one-step offsets; weight decay is the loop's
-(the code: 0). Defaults follow runner_codyra.sh (max_kappa 0.005, lambda_num 50, 500 steps per task).
-`alpha` is accepted but unused (no scaling).
+(the code: 0). Defaults follow runner_codyra.sh (max_kappa 0.005, lambda_num 50). T is `task_steps`,
+or when that is unset the loop's steps per task (StepContext.total_steps). It has no alpha (no scaling).
 
 Continual training loop, per task:  build a fresh optimizer (A, B, g are re-initialised, so Adam's
 moments must not carry over) from hooks.param_groups(model, lr); train task_steps steps calling
@@ -38,22 +38,25 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..linalg import truncated_svd
-from .base import AdapterConfig, register
+from ._gates import soft_threshold
+from .base import AdapterConfig, DropoutField, RankField, StepContext, register
 from .lora import Lora
-from .sora import Sora, gated_lora, plain_lora
+from .sora import Sora, gated_lora
 
 
 @dataclass
-class CodyraConfig(AdapterConfig):
-    task_steps: int = 500  # optimizer steps per task (T); the threshold schedule restarts each task
+class CodyraConfig(RankField, DropoutField):
+    task_steps: int | None = None  # optimizer steps per task (T); None: the training loop's steps per task
     dense_fraction: float = 0.5  # dense warm-up, as a fraction of T (the code's dense_iters)
     max_threshold: float = 0.005  # κ_max (the code's max_kappa)
     threshold_values: int = 50  # the code's lambda_num
     max_tasks: int = 8  # room for past-task components: max_tasks · rank per layer
 
+    invalid = ({"task_steps": 0}, {"dense_fraction": 1.5})
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.task_steps < 1 or self.threshold_values < 1 or self.max_tasks < 1:
+        if (self.task_steps is not None and self.task_steps < 1) or self.threshold_values < 1 or self.max_tasks < 1:
             raise ConfigError("task_steps, threshold_values and max_tasks must be >= 1.")
         if not 0.0 <= self.dense_fraction <= 1.0 or self.max_threshold < 0:
             raise ConfigError("dense_fraction must be in [0, 1] and max_threshold >= 0.")
@@ -87,7 +90,7 @@ class Codyra(Sora):
     def _past(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.past_A[: self._past_rank], self.past_B[:, : self._past_rank]
 
-    def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
         x = x.to(self.lora_A.dtype)
         out = gated_lora(self.dropout(x), self.lora_A, self.lora_B, self.gate, self.scale)
         if self._past_rank:
@@ -102,19 +105,26 @@ class Codyra(Sora):
     def regularizer(self) -> None:
         return None
 
-    def threshold_at(self, step: int) -> float:
+    def threshold_at(self, step: int, task_steps: int | None = None) -> float:
         """κ after this task's step `step` (0-based), as the code: 0 up to the warm-up's end, then ramped."""
         cfg = self.config
-        dense = int(cfg.dense_fraction * cfg.task_steps)
+        total = cfg.task_steps or task_steps
+        if total is None:
+            raise ConfigError("codyra needs the steps per task: set task_steps, or train with a loop that "
+                              "passes total_steps in the StepContext (rankwise's loop and callback do).")
+        dense = int(cfg.dense_fraction * total)
         if step <= dense or cfg.threshold_values < 2:
             return 0.0
-        every = max(1, (cfg.task_steps - dense) // cfg.threshold_values)
+        every = max(1, (total - dense) // cfg.threshold_values)
         index = min(cfg.threshold_values - 1, 1 + (step - dense) // every)
         return cfg.max_threshold * index / (cfg.threshold_values - 1)
 
     @torch.no_grad()
-    def after_step(self, step: int) -> None:
-        super().after_step(int(self.task_step))  # the schedule counts this task's steps, not the loop's
+    def after_step(self, context: StepContext) -> None:
+        # The schedule counts this task's steps (a buffer, so a resumed run continues it), not the loop's.
+        kappa = self.threshold_at(int(self.task_step), context.total_steps)
+        if kappa > 0:
+            self.gate.copy_(soft_threshold(self.gate, kappa))
         self.task_step += 1
 
     @torch.no_grad()
@@ -145,7 +155,7 @@ class Codyra(Sora):
     def finalize(self) -> Lora:
         new_A, new_B = self._kept()
         past_A, past_B = self._past()
-        return plain_lora(torch.cat([past_A, new_A]), torch.cat([past_B, new_B], dim=1), 1.0, self.config)
+        return Lora.from_factors(torch.cat([past_A, new_A]), torch.cat([past_B, new_B], dim=1), 1.0, self.config)
 
 
 def _recompress(A: torch.Tensor, B: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,8 @@ m (out,) starts at ‖W‖_c, so the model equals the base at init. Trains m, A 
 As the paper does (Sec. 4.3) to save memory, the norm is treated as a constant in backward
 (detached); PEFT does the same. With dropout, the base path sees x and the LoRA path dropout(x),
 as in PEFT:  y = base_out + (g - 1)(W x) + g · s B A dropout(x),  g = m / ‖W + s B A‖_c.
-Merges exactly as W ← g ⊙ (W + s B A).
+Merges exactly as W ← g ⊙ (W + s B A). Stacked on other adapters, W is the weight with them folded in
+(the wrapper passes it), so the stack's output equals merging each adapter in order.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Dora(Lora):
     paper = "DoRA: Weight-Decomposed Low-Rank Adaptation"
     url = "https://arxiv.org/abs/2402.09353"
     trains = "magnitude m (out), A (rank×in), B (out×rank)"
+    reads_weight = True  # the norm is of the weight it sits on: W' when stacked on other adapters
 
     def __init__(self, base: nn.Linear, config: DoraConfig):
         super().__init__(base, config)
@@ -44,10 +46,10 @@ class Dora(Lora):
         direction = weight.to(self.lora_A.dtype) + self.delta_weight()
         return self.magnitude / torch.linalg.vector_norm(direction, dim=1).detach()
 
-    def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
         x = x.to(self.lora_A.dtype)
-        gain = self._gain(base.weight)
-        w_x = base_out if base.bias is None else base_out - base.bias
+        gain = self._gain(layer.weight)
+        w_x = base_out if layer.bias is None else base_out - layer.bias  # W' x, W' the weight below
         lora = lora_delta(self.dropout(x), self.lora_A, self.lora_B, self.scale)
         return base_out + ((gain - 1) * w_x + gain * lora).to(base_out.dtype)
 

@@ -11,8 +11,8 @@ in the parameterisation only. Gradients w.r.t. ΔW equal those w.r.t. W, and Ada
 would move W, so with weight_decay = 0 (rankwise's default) this *is* full fine-tuning of those layers.
 With weight decay > 0 the decay pulls W + ΔW towards W rather than towards 0 (L2-SP style).
 
-rank and alpha are ignored (ΔW has full rank); the forward pays one extra dense matmul per layer, and
-ΔW costs as much memory as the layer's weight.
+It has no rank, alpha or dropout (ΔW has full rank); the forward pays one extra dense matmul per layer,
+and ΔW costs as much memory as the layer's weight.
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ class Full(Adapter):
     config_class = FullConfig
     paper = "Full fine-tuning baseline (as compared against in LoRA vs Full Fine-tuning: An Illusion of Equivalence)"
     url = "https://arxiv.org/abs/2410.21228"
-    trains = "ΔW (out×in), every entry; rank and alpha ignored"
+    trains = "ΔW (out×in), every entry"
 
     def __init__(self, base: nn.Linear, config: FullConfig):
         super().__init__(base, config)
         self.delta = nn.Parameter(torch.zeros(self.out_features, self.in_features, **self.factory))
 
-    def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
         return base_out + F.linear(x.to(self.delta.dtype), self.delta).to(base_out.dtype)
 
     def delta_weight(self) -> torch.Tensor:

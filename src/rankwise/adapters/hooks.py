@@ -4,7 +4,9 @@ Each call visits the active adapters of a model and dispatches to their method's
     init_from_data(model, batches)   once before training (gradient- or activation-based inits)
     param_groups(model, lr)          optimizer parameter groups (per-parameter learning rates)
     regularizer(model)               a scalar to add to the loss, or None
-    after_step(model, step)          after each optimizer step (proximal updates, mask refresh, pruning)
+    after_step(model, step)          after each optimizer step (proximal updates, mask refresh, pruning);
+                                     `step` is a StepContext (step, optimizer, scheduler, total steps),
+                                     or just the number of optimizer steps taken (1 after the first)
     end_task(model)                  between the tasks of a continual-learning sequence
     finalize(model)                  once after training
 """
@@ -17,7 +19,7 @@ import torch
 from torch import nn
 
 from .api import active_adapters, layers_of
-from .base import Adapter
+from .base import Adapter, StepContext
 
 
 def _active(model: nn.Module) -> dict[str, dict[str, Adapter]]:
@@ -42,10 +44,12 @@ def regularizer(model: nn.Module) -> torch.Tensor | None:
     return torch.stack(terms).sum() if terms else None
 
 
-def after_step(model: nn.Module, step: int) -> None:
+def after_step(model: nn.Module, step: StepContext | int) -> None:
+    """`step`: a StepContext, or just the number of optimizer steps taken (1 after the first)."""
+    context = step if isinstance(step, StepContext) else StepContext(step=int(step))
     for layers in _active(model).values():
         for adapter in layers.values():
-            adapter.after_step(step)
+            adapter.after_step(context)
 
 
 def end_task(model: nn.Module) -> None:
@@ -59,4 +63,5 @@ def finalize(model: nn.Module) -> None:
         for path, adapter in layers.items():
             replacement = adapter.finalize()
             if replacement is not None:
+                replacement.plan_config = replacement.config
                 model.get_submodule(path).adapters[name] = replacement

@@ -1,21 +1,36 @@
 """The wrappers every adapter method lives in.
 
 AdaptedModule owns a frozen base module and a dict of named adapters. Its forward is
-    y = base(x, ...), then y = adapter(x, y, base) for each active, unmerged adapter.
+    y = base(x, ...), then y = adapter(x, y, layer) for each active, unmerged adapter, in order.
 AdaptedLinear is the nn.Linear case (almost every method): it keeps nn.Linear's attributes and can
 merge. Merging writes merged_weight(W) into the base and keeps the exact pre-merge weight, so unmerge
 restores it bit for bit rather than subtracting ΔW back in floating point.
+
+Stacking is exact: adapter k's update is merged_weight_k(W_{k-1}) - W_{k-1}, where W_{k-1} is the weight
+with adapters 1..k-1 folded in. Additive methods do not care what W is; a method that reads the weight
+(DoRA normalises W + ΔW) is handed a view whose .weight is W_{k-1}, so the unmerged forward equals the
+forward after merging them all in order.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
+from ..surgery import Wrapper
 from .base import Adapter
 
 
-class AdaptedModule(nn.Module):
+class LinearView(NamedTuple):
+    """The .weight and .bias an adapter stacked on others sits on (earlier adapters folded in)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+
+class AdaptedModule(Wrapper):
     def __init__(self, base: nn.Module):
         super().__init__()
         self.base = base
@@ -24,15 +39,19 @@ class AdaptedModule(nn.Module):
         self.merged: list[str] = []
         self.disabled = False
 
+    def base_is_modified(self) -> bool:
+        return bool(self.merged)
+
+    def pending(self) -> list[Adapter]:
+        """The adapters the forward applies: active and not merged, in order."""
+        return [] if self.disabled else [self.adapters[n] for n in self.active if n not in self.merged]
+
     def forward(self, *args, **kwargs):
         out = self.base(*args, **kwargs)
-        if self.disabled:
-            return out
         # The block's main input: transformers calls some modules with keywords only (hidden_states=).
         x = args[0] if args else next(iter(kwargs.values()))
-        for name in self.active:
-            if name not in self.merged:
-                out = self.adapters[name](x, out, self.base)
+        for adapter in self.pending():
+            out = adapter(x, out, self.base)
         return out
 
     def remove(self, name: str) -> Adapter:
@@ -75,11 +94,13 @@ class AdaptedLinear(AdaptedModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
-        if self.disabled:
-            return out
-        for name in self.active:
-            if name not in self.merged:
-                out = self.adapters[name](x, out, self.base)
+        pending = self.pending()
+        weight = None  # W with the adapters so far folded in, formed only when a later one reads it
+        for index, adapter in enumerate(pending):
+            below = LinearView(weight, self.base.bias) if adapter.reads_weight and weight is not None else self.base
+            out = adapter(x, out, below)
+            if any(later.reads_weight for later in pending[index + 1:]):
+                weight = adapter.merged_weight(self.base.weight if weight is None else weight)
         return out
 
     @torch.no_grad()
@@ -99,3 +120,7 @@ class AdaptedLinear(AdaptedModule):
             self.base.weight.data = self._unmerged_weight
         self._unmerged_weight = None
         self.merged = []
+
+    def keep_merged(self) -> None:
+        """Make the merged weight the base for good: unmerge no longer restores the old one."""
+        self._unmerged_weight, self.merged = None, []

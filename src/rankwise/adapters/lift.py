@@ -21,9 +21,10 @@ Paper vs code: the paper selects the largest |W_r|; in the released code the rec
 `mask_type="lift_sparse"` makes `largest` False, which selects the smallest. rankwise follows the paper
 (`largest=False` gives the code's). The code refreshes when (steps + 1) % interval == 0; rankwise after
 every `refresh_every` steps. The code keeps Adam moments of entries present in both masks and zeroes new
-ones; here a mask slot keeps its position and the optimizer's moments for re-used slots are not reset.
+ones; so does rankwise: an entry that stays keeps its slot and moments, and a slot handed to a new entry
+has its moments reset (StepContext.reset_state).
 The refresh reads W0 from the wrapped layer (a reference, not a copy), so run it unmerged, as training
-does. `svd_iters` > 0 uses a randomized SVD (the code's "rand" mask types). alpha is validated but unused.
+does. `svd_iters` > 0 uses a randomized SVD (the code's "rand" mask types). It has no alpha.
 """
 
 from __future__ import annotations
@@ -38,23 +39,24 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..linalg.sparse_masks import low_rank_magnitudes, scatter_flat, top_k_within_capacity
-from .base import Adapter, AdapterConfig, register
+from .base import Adapter, DropoutField, RankField, StepContext, SvdField, make_dropout, register
 
 
 @dataclass
-class LiftConfig(AdapterConfig):
+class LiftConfig(RankField, DropoutField, SvdField):
     filter_rank: int | None = None  # rank of the approximation that ranks the weights; None = rank
     refresh_every: int = 400  # update_interval of the paper's scripts; 0 keeps the first mask
     largest: bool = True  # the paper's principal weights; False reproduces the released code
-    svd_iters: int = 0  # 0: exact SVD; k > 0: randomized SVD with k power iterations
     support_budget: float = 2.0  # live + settled entries kept, in units of K
+
+    invalid = ({"filter_rank": 0}, {"refresh_every": -1}, {"support_budget": 0.5})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.filter_rank is not None and (not isinstance(self.filter_rank, int) or self.filter_rank < 1):
             raise ConfigError(f"filter_rank must be a positive integer or None, got {self.filter_rank!r}.")
-        if self.refresh_every < 0 or self.svd_iters < 0:
-            raise ConfigError("refresh_every and svd_iters must be >= 0.")
+        if self.refresh_every < 0:
+            raise ConfigError(f"refresh_every must be >= 0, got {self.refresh_every!r}.")
         if not self.support_budget >= 1.0:
             raise ConfigError(f"support_budget must be >= 1 (the live mask itself), got {self.support_budget!r}.")
 
@@ -66,6 +68,7 @@ class Lift(Adapter):
              "Reasoning-Focused Supervised Fine-Tuning")
     url = "https://arxiv.org/abs/2506.00772"
     trains = "ΔW on the top-K entries of |rank-r approx of W|, K = (out+in)·rank, stored sparse"
+    fast_hooks = {"refresh_every": 1}
 
     def __init__(self, base: nn.Linear, config: LiftConfig):
         super().__init__(base, config)
@@ -82,7 +85,7 @@ class Lift(Adapter):
         # Settled entries: values that left the mask; unused slots hold 0 at index 0 and add nothing.
         self.register_buffer("settled_indices", torch.zeros(settled, dtype=torch.long, device=device))
         self.register_buffer("settled_values", torch.zeros(settled, **self.factory))
-        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.dropout = make_dropout(config)
 
     def _scores(self, weight: torch.Tensor) -> torch.Tensor:
         scores = low_rank_magnitudes(weight, self.filter_rank, self.config.svd_iters).flatten()
@@ -97,7 +100,7 @@ class Lift(Adapter):
             self.indices, self.values, shape
         )
 
-    def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
         delta = self._dense()
         return base_out + F.linear(self.dropout(x.to(delta.dtype)), delta).to(base_out.dtype)
 
@@ -105,13 +108,16 @@ class Lift(Adapter):
         return self._dense()
 
     @torch.no_grad()
-    def after_step(self, step: int) -> None:
-        if self.config.refresh_every and step % self.config.refresh_every == 0:
-            self.refresh()
+    def after_step(self, context: StepContext) -> None:
+        if self.config.refresh_every and context.step % self.config.refresh_every == 0:
+            moved = self.refresh()
+            context.reset_state(self.values, moved)  # a slot's moments belong to the entry it held
 
     @torch.no_grad()
-    def refresh(self) -> None:
-        """Recompute the principal weights of W0 + ΔW and move training to them; ΔW itself is unchanged."""
+    def refresh(self) -> torch.Tensor:
+        """Recompute the principal weights of W0 + ΔW and move training to them; ΔW itself is unchanged.
+
+        Returns which slots now hold another entry than before."""
         delta = self._dense().flatten()
         weight = self._base[0].weight.detach().float() + delta.view(self.out_features, self.in_features)
         support = delta != 0  # an entry trained to exactly 0 holds nothing worth keeping
@@ -132,3 +138,4 @@ class Lift(Adapter):
         self.settled_values.zero_()
         self.settled_indices[: rest.numel()] = rest
         self.settled_values[: rest.numel()] = delta[rest]
+        return ~staying

@@ -15,7 +15,7 @@ W ← W + P L_r diag(σ z - σ₀ D_r) U_r.
 Paper vs code: the paper trains the diagonal and its scale σ ("σ L_r D_r U_r"); the authors' code makes
 σ a parameter but hands only z to the optimizer, so σ stays at alpha / rank. rankwise follows the paper;
 train_scale=False gives the code's behaviour (r numbers). The default init is the code's "lu" (z = D_r),
-the only one that keeps the base model at step 0. `dropout` is unused, as in the code.
+the only one that keeps the base model at step 0. It has no dropout, as the code.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..linalg.structured import ldu
-from .base import Adapter, AdapterConfig, register
+from .base import AlphaField, Adapter, RankField, register
 
 
 @dataclass
-class LolduConfig(AdapterConfig):
+class LolduConfig(RankField, AlphaField):
     train_scale: bool = True  # paper: σ trains with z (r + 1 numbers); authors' code: only z (r numbers)
 
 
@@ -67,7 +67,7 @@ class Loldu(Adapter):
     def _gains(self) -> torch.Tensor:
         return self.scale * self.diagonal - self.init_scale * self.init_diagonal
 
-    def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
         x = x.to(self.diagonal.dtype)
         return base_out + F.linear(F.linear(x, self.upper) * self._gains(), self.lower).to(base_out.dtype)
 

@@ -16,12 +16,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Adapter, AdapterConfig, register
+from .base import Adapter, AdapterConfig, LowRankConfig, make_dropout, register
 
 
 @dataclass
-class LoraConfig(AdapterConfig):
+class LoraConfig(LowRankConfig):
     pass
+
+
+def init_lora_factors(A: torch.Tensor, B: torch.Tensor) -> None:
+    """LoRA's init, in place: A Kaiming-uniform (a = √5, as nn.Linear and loralib), B zeros."""
+    with torch.no_grad():
+        nn.init.kaiming_uniform_(A, a=math.sqrt(5))
+        B.zero_()
 
 
 def lora_delta(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float) -> torch.Tensor:
@@ -39,16 +46,39 @@ class Lora(Adapter):
     def __init__(self, base: nn.Linear, config: LoraConfig):
         super().__init__(base, config)
         self.lora_A = nn.Parameter(torch.empty(config.rank, self.in_features, **self.factory))
-        self.lora_B = nn.Parameter(torch.zeros(self.out_features, config.rank, **self.factory))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.lora_B = nn.Parameter(torch.empty(self.out_features, config.rank, **self.factory))
+        init_lora_factors(self.lora_A, self.lora_B)
+        self.dropout = make_dropout(config)
         self.scale = self.scaling(config)
 
     @staticmethod
     def scaling(config: AdapterConfig) -> float:
         return config.alpha / config.rank
 
-    def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+    @classmethod
+    @torch.no_grad()
+    def from_factors(cls, A: torch.Tensor, B: torch.Tensor, scale: float, config: AdapterConfig) -> "Lora":
+        """A plain LoRA whose update s·B A is exactly the given factors' (no ranks at all: a zero update).
+
+        `config` supplies dropout and targets; its rank and alpha are set to the factors' rank and
+        scale · rank. Methods that end as a plain LoRA (SoRA, CoDyRA, LoRA-Squeeze) finalize into this.
+        """
+        rank = max(A.shape[0], 1)
+        lora_config = LoraConfig.create("lora", **{k: getattr(config, k) for k in LoraConfig.field_names()
+                                                   if hasattr(config, k) and k not in ("rank", "alpha")},
+                                        rank=rank, alpha=scale * rank)
+        shape = nn.Linear(A.shape[1], B.shape[0], bias=False, device="meta", dtype=A.dtype)
+        lora = cls(shape, lora_config).to_empty(device=A.device)
+        lora.factory = {"device": A.device, "dtype": A.dtype}
+        lora.scale = scale  # exactly the source's scale (alpha / rank may round differently)
+        lora.lora_A.zero_()
+        lora.lora_B.zero_()
+        if A.shape[0]:  # else: B = 0 gives the zero update
+            lora.lora_A.copy_(A)
+            lora.lora_B.copy_(B)
+        return lora
+
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
         x = self.dropout(x.to(self.lora_A.dtype))
         if base_out.dtype != self.lora_B.dtype:  # half-precision base, float32 adapter
             return base_out + lora_delta(x, self.lora_A, self.lora_B, self.scale).to(base_out.dtype)

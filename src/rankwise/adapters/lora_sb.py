@@ -30,16 +30,18 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..linalg import randomized_svd, truncated_svd
-from .base import Adapter, register
-from .lora_xs import LoraXs, LoraXsConfig
+from ..linalg import top_svd
+from .base import Adapter, AdapterConfig, register
+from .lora_xs import LoraXs, XsFields
 
 
 @dataclass
-class LoraSbConfig(LoraXsConfig):
+class LoraSbConfig(XsFields):
     init_lr: float = 3e-7  # η₁ of the first-step estimate ΔW₁
     first_step: str = "sign"  # "sign": -η₁ sign(ΣG) (Adam, authors' code); "gradient": -η₁ mean G (SGD)
     start_from_base: bool = False  # subtract the init on the fly, so training starts exactly at W
+
+    invalid = ({"first_step": "adam"}, {"init_lr": 0.0})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -93,19 +95,21 @@ class LoraSb(LoraXs):
 
     def __init__(self, base: nn.Linear, config: LoraSbConfig):
         super().__init__(base, config)
-        self.scale = 1.0  # alpha = rank, as the authors' code forces
         self.register_buffer("init_R", torch.zeros_like(self.lora_R))  # subtracted when start_from_base
 
     def init_from_update(self, update: torch.Tensor) -> None:
         """Set B, A, R from a first-update estimate ΔW₁ (out, in): s B R A = trunc_r(ΔW₁)."""
-        rank, iters = self.config.rank, self.config.svd_iters
-        svd = randomized_svd(update, rank, power_iters=iters) if iters else truncated_svd(update, rank)
+        svd = top_svd(update, self.config.rank, self.config.svd_iters)
         self.lora_B.copy_(svd.U)
         self.lora_A.copy_(svd.Vh)
         with torch.no_grad():
             self.lora_R.copy_(torch.diag(svd.S) / self.scale)
         if self.config.start_from_base:
             self.init_R.copy_(self.lora_R)
+
+    @staticmethod
+    def scaling(config: AdapterConfig) -> float:
+        return 1.0  # alpha = rank, as the authors' code forces
 
     def _core(self) -> torch.Tensor:
         return self.lora_R - self.init_R if self.config.start_from_base else self.lora_R

@@ -16,16 +16,13 @@ re-factorised at most every `squeeze_every` steps (the paper gives no schedule v
 defaults to 2 · rank and is capped per layer at min(out, in).
 Shapes never change during training: the dropped ranks stay in A and B, zeroed and masked out of the
 forward, so an optimizer keeps holding the right tensors. Their optimizer moments, and those of the kept
-ranks (now in a rotated basis), are stale after a squeeze; the paper resets them. The hook interface
-cannot reach the optimizer, so `squeezed_at_step` records the last squeeze for a loop that wants to
-clear this adapter's optimizer state.
+ranks (now in a rotated basis), are stale after a squeeze; as the paper, the squeeze resets A's and B's
+moments (StepContext.reset_state).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -33,25 +30,26 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..linalg.lowrank_product import product_svd, randomized_product_svd
-from .base import Adapter, register
-from .lora import Lora, LoraConfig
+from .base import Adapter, LowRankConfig, StepContext, SvdField, make_dropout, register
+from .lora import Lora, init_lora_factors
 
 
 @dataclass
-class LoraSqueezeConfig(LoraConfig):
+class LoraSqueezeConfig(LowRankConfig, SvdField):
     source_rank: int | None = None  # training rank r_src; None: 2 × rank; capped at each layer's min(out, in)
     squeeze_start: int = 0  # step where annealing begins
     squeeze_steps: int = 1000  # steps to anneal from r_src down to rank
     squeeze_every: int = 100  # re-factorise at most this often
-    svd_iters: int = 0  # 0: exact SVD of the product via QR; k > 0: randomized SVD with k power iterations
+
+    invalid = ({"rank": 4, "source_rank": 2}, {"squeeze_every": 0})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         source = self.source_rank
         if source is not None and (not isinstance(source, int) or source < self.rank):
             raise ConfigError(f"source_rank must be an integer >= rank ({self.rank}), got {source!r}.")
-        if self.squeeze_start < 0 or self.squeeze_steps < 0 or self.squeeze_every < 1 or self.svd_iters < 0:
-            raise ConfigError("squeeze_start, squeeze_steps and svd_iters must be >= 0, squeeze_every >= 1.")
+        if self.squeeze_start < 0 or self.squeeze_steps < 0 or self.squeeze_every < 1:
+            raise ConfigError("squeeze_start and squeeze_steps must be >= 0, squeeze_every >= 1.")
 
 
 def squeezed_factors(B, A, rank: int, scale: float, new_scale: float, svd_iters: int = 0):
@@ -70,17 +68,17 @@ class LoraSqueeze(Adapter):
     paper = "LoRA-Squeeze: Simple and Effective Post-Tuning and In-Tuning Compression of LoRA Modules"
     url = "https://arxiv.org/abs/2602.10993"
     trains = "A (source_rank×in), B (out×source_rank), annealed to rank; finalize gives a plain LoRA"
+    fast_hooks = {"squeeze_every": 1, "squeeze_steps": 2}
 
     def __init__(self, base: nn.Linear, config: LoraSqueezeConfig):
         super().__init__(base, config)  # checks the target rank against the layer
         source = min(config.source_rank or 2 * config.rank, self.in_features, self.out_features)
         self.lora_A = nn.Parameter(torch.empty(source, self.in_features, **self.factory))
-        self.lora_B = nn.Parameter(torch.zeros(self.out_features, source, **self.factory))
-        nn.init.kaiming_uniform_(self.lora_A, a=5**0.5)  # LoRA's init, at the source rank
+        self.lora_B = nn.Parameter(torch.empty(self.out_features, source, **self.factory))
+        init_lora_factors(self.lora_A, self.lora_B)  # LoRA's init, at the source rank
         self.register_buffer("rank_mask", torch.ones(source, **self.factory))
-        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.dropout = make_dropout(config)
         self.scale = config.alpha / source
-        self.squeezed_at_step = -1
 
     @property
     def active_rank(self) -> int:
@@ -93,7 +91,7 @@ class LoraSqueeze(Adapter):
         progress = min(1.0, (step - cfg.squeeze_start) / cfg.squeeze_steps) if cfg.squeeze_steps else 1.0
         return max(cfg.rank, round(source - progress * (source - cfg.rank)))
 
-    def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
         hidden = F.linear(self.dropout(x.to(self.lora_A.dtype)), self.lora_A) * self.rank_mask
         return base_out + (F.linear(hidden, self.lora_B) * self.scale).to(base_out.dtype)
 
@@ -115,24 +113,20 @@ class LoraSqueeze(Adapter):
         self.rank_mask.zero_()
         self.rank_mask[:rank] = 1
 
-    def after_step(self, step: int) -> None:
-        cfg = self.config
+    def after_step(self, context: StepContext) -> None:
+        cfg, step = self.config, context.step
         since = step - cfg.squeeze_start
         due = since >= 0 and (since % cfg.squeeze_every == 0 or since >= cfg.squeeze_steps)
         if due and (rank := self.rank_at(step)) < self.active_rank:
             self.squeeze_to(rank)
-            self.squeezed_at_step = step
+            context.reset_state(self.lora_A)
+            context.reset_state(self.lora_B)
 
     @torch.no_grad()
     def finalize(self) -> Lora:
         """Post-Squeeze to the target rank: a plain LoRA of rank `rank` giving the same outputs."""
         cfg, kept = self.config, self.active_rank
-        config = LoraConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(LoraConfig)})
-        shape = SimpleNamespace(in_features=self.in_features, out_features=self.out_features,
-                                parameters=lambda: iter([self.lora_A]))  # what Adapter.__init__ reads
-        lora = Lora(shape, config)
-        B, A = squeezed_factors(self.lora_B[:, :kept], self.lora_A[:kept], cfg.rank, self.scale, lora.scale,
+        scale = cfg.alpha / cfg.rank  # a plain LoRA of rank r with this config's alpha
+        B, A = squeezed_factors(self.lora_B[:, :kept], self.lora_A[:kept], cfg.rank, self.scale, scale,
                                 cfg.svd_iters)
-        lora.lora_B.copy_(B)
-        lora.lora_A.copy_(A)
-        return lora.train(self.training)
+        return Lora.from_factors(A, B, scale, cfg).train(self.training)

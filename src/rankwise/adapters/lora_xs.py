@@ -25,26 +25,32 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..linalg import randomized_svd, truncated_svd
-from .base import Adapter, AdapterConfig, register
+from ..linalg import top_svd
+from .base import Adapter, AdapterConfig, DropoutField, LowRankConfig, RankField, SvdField, make_dropout, register
 
 
 @dataclass
-class LoraXsConfig(AdapterConfig):
+class XsFields(RankField, DropoutField, SvdField):
+    """LoRA-XS's own fields, shared with LoRA-SB (which has no alpha)."""
+
     init_std: float = 0.0  # R ~ N(0, init_std²); 0 (default) starts from exactly the base model; code: 1e-5
-    svd_iters: int = 0  # 0: exact SVD of W; k > 0: randomized SVD with k power iterations
+
+    invalid = ({"init_std": -1.0},)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.init_std < 0:
             raise ConfigError(f"init_std must be >= 0, got {self.init_std!r}.")
-        if self.svd_iters < 0:
-            raise ConfigError(f"svd_iters must be >= 0, got {self.svd_iters!r}.")
+
+
+@dataclass
+class LoraXsConfig(XsFields, LowRankConfig):
+    pass
 
 
 def weight_bases(weight: torch.Tensor, rank: int, svd_iters: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """LoRA-XS's frozen pair from W's top-r SVD: B = U_r (out, r), A = S_r V_rᵀ (r, in)."""
-    svd = randomized_svd(weight, rank, power_iters=svd_iters) if svd_iters else truncated_svd(weight, rank)
+    svd = top_svd(weight, rank, svd_iters)
     return svd.U, svd.S[:, None] * svd.Vh
 
 
@@ -61,8 +67,12 @@ class LoraXs(Adapter):
         self.register_buffer("lora_A", torch.zeros(rank, self.in_features, **self.factory))
         self.register_buffer("lora_B", torch.zeros(self.out_features, rank, **self.factory))
         self.lora_R = nn.Parameter(torch.zeros(rank, rank, **self.factory))
-        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
-        self.scale = config.alpha / rank
+        self.dropout = make_dropout(config)
+        self.scale = self.scaling(config)
+
+    @staticmethod
+    def scaling(config: AdapterConfig) -> float:
+        return config.alpha / config.rank
 
     def init_from_weight(self, weight: torch.Tensor) -> None:
         B, A = weight_bases(weight, self.config.rank, self.config.svd_iters)
@@ -73,7 +83,7 @@ class LoraXs(Adapter):
             if self.config.init_std > 0:
                 self.lora_R.normal_(0.0, self.config.init_std)
 
-    def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
         x = self.dropout(x.to(self.lora_R.dtype))
         update = F.linear(F.linear(F.linear(x, self.lora_A), self._core()), self.lora_B)  # B (R (A x))
         return base_out + (update * self.scale).to(base_out.dtype)

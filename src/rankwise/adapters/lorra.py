@@ -24,7 +24,7 @@ Where rankwise differs from Wings, and why:
   blocks (detected from `is_causal`, or set `causal`), which keeps them valid in a decoder. With a
   KV-cache a learner sees only the current chunk, so generate with use_cache=False.
 - The released code adds the weighted learner outputs twice when both learners run; here once.
-alpha is validated but unused (Wings has no scaling); dropout is attention dropout in the learners.
+It has no alpha (Wings has no scaling); dropout is attention dropout in the learners.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ._blocks import BlockAdapter, hidden_of, with_hidden
-from .base import AdapterConfig, register
+from .base import DropoutField, RankField, register
 
 
 def attention_heads(block: nn.Module) -> int | None:
@@ -88,7 +88,7 @@ class LowRankResidualAttention(nn.Module):
 
 
 @dataclass
-class LorraConfig(AdapterConfig):
+class LorraConfig(RankField, DropoutField):
     targets: Any = "all-blocks"
     branches: int = 2  # learners mixed by the router (Wings: visual + textual)
     heads: int | None = None  # None: the block's own attention head count
@@ -125,7 +125,7 @@ class Lorra(BlockAdapter):
         """Per-token weights of the learners, (..., T, branches), summing to 1."""
         return torch.softmax(F.silu(self.router(h)), dim=-1)
 
-    def forward(self, x: torch.Tensor, base_out: Any, base: nn.Module) -> Any:
+    def forward(self, x: torch.Tensor, base_out: Any, layer: nn.Module) -> Any:
         hidden = hidden_of(base_out)
         h = x.to(self.router.weight.dtype)
         dropout = self.config.dropout if self.training else 0.0

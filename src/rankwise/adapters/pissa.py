@@ -21,14 +21,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..linalg import randomized_svd, truncated_svd
-from .base import register
+from ..linalg import top_svd
+from .base import SvdField, register
 from .lora import Lora, LoraConfig, lora_delta
 
 
 @dataclass
-class PissaConfig(LoraConfig):
-    svd_iters: int = 0  # 0: exact SVD; k > 0: randomized SVD with k power iterations
+class PissaConfig(LoraConfig, SvdField):
+    pass
 
 
 @register("pissa")
@@ -44,15 +44,14 @@ class Pissa(Lora):
         self.register_buffer("init_B", torch.zeros_like(self.lora_B))
 
     def init_from_weight(self, weight: torch.Tensor) -> None:
-        rank, iters = self.config.rank, self.config.svd_iters
-        svd = randomized_svd(weight, rank, power_iters=iters) if iters else truncated_svd(weight, rank)
+        svd = top_svd(weight, self.config.rank, self.config.svd_iters)
         root = (svd.S / self.scale).sqrt()
         self.init_A.copy_(root[:, None] * svd.Vh)
         self.init_B.copy_(svd.U * root)
         self.lora_A.data.copy_(self.init_A)
         self.lora_B.data.copy_(self.init_B)
 
-    def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
         x = x.to(self.lora_A.dtype)
         principal = lora_delta(x, self.init_A, self.init_B, self.scale)  # the part W_res leaves out
         update = lora_delta(self.dropout(x), self.lora_A, self.lora_B, self.scale)

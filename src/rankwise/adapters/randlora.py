@@ -37,11 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Adapter, AdapterConfig, register
+from .base import Adapter, LowRankConfig, make_dropout, register
 
 
 @dataclass
-class RandLoraConfig(AdapterConfig):
+class RandLoraConfig(LowRankConfig):
     seed: int = 0  # the random bases are regenerated from this and the layer's shape
     peft_scaling: bool = False  # False: alpha/rank/√n (authors); True: alpha/rank (upstream PEFT)
     sparse_bases: bool = False  # ternary {-1, 0, 1} bases instead of dense uniform ones
@@ -98,14 +98,14 @@ class RandLora(Adapter):
         A, B = random_bases(config.seed, config.rank, self.n_bases, small, large, config.sparse_bases)
         self.register_buffer("basis_A", A.to(**self.factory), persistent=False)
         self.register_buffer("basis_B", B.to(**self.factory), persistent=False)
-        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.dropout = make_dropout(config)
         self.scale = config.alpha / config.rank / (1.0 if config.peft_scaling else math.sqrt(self.n_bases))
 
     def scaled_basis(self) -> torch.Tensor:
         """(rank·n, small): the trainable diagonals applied to the shared basis A."""
         return _ScaledBasis.apply(self.basis_A, self.lam, self.gamma).flatten(0, 1)
 
-    def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
         x = self.dropout(x.to(self.lam.dtype))
         S = self.scaled_basis()
         if self.small_is_input:  # ΔW = B S

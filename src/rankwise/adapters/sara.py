@@ -25,8 +25,9 @@ tensor the optimizer does not update; re-selecting from scratch there gives the 
 outside M never change.) `nuclear_on="update"` regularises ‖Δ ⊙ M_t‖_* instead; `nuclear_sampling="all"`
 adds every eligible layer every step (so does one-per-step until init_from_data has numbered the layers).
 Re-selection and the norm read W0 from the wrapped layer (a reference, not a copy): run them unmerged,
-as training does. rank and alpha are validated but unused (the nuclear norm is SaRA's
-low-rank device); dropout applies to the input of the sparse branch. The authors' default learning rate,
+as training does. It has no rank or alpha (the nuclear norm is SaRA's low-rank device); dropout
+applies to the input of the sparse branch. The step that draws the layer is a buffer, so a resumed run
+draws the same layers as an uninterrupted one. The authors' default learning rate,
 1e-3·exp(-350 τ), belongs to the training config.
 """
 
@@ -40,17 +41,19 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..linalg.sparse_masks import scatter_flat, smallest_magnitude_indices
-from .base import Adapter, AdapterConfig, register
+from .base import Adapter, DropoutField, StepContext, make_dropout, register
 
 
 @dataclass
-class SaraConfig(AdapterConfig):
+class SaraConfig(DropoutField):
     fraction: float = 0.1  # share of each layer's entries trained (its smallest |W0|); the abstract's 10-20 %
     nuclear_weight: float = 5e-4  # λ (lambda_rank)
     nuclear_on: str = "weights"  # "weights": ‖(W0 + Δ) ⊙ M‖_* (code); "update": ‖Δ ⊙ M‖_*
     nuclear_sampling: str = "one-per-step"  # or "all"
     nuclear_min_side: int = 64  # the code skips matrices with a side <= 64
     progressive_step: int = 2500  # progressive_iter; 0 never re-selects
+
+    invalid = ({"fraction": 0.0}, {"nuclear_on": "delta"}, {"nuclear_sampling": "some"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -70,6 +73,7 @@ class Sara(Adapter):
     paper = "SaRA: High-Efficient Diffusion Model Fine-tuning with Progressive Sparse Low-Rank Adaptation"
     url = "https://arxiv.org/abs/2409.06633"
     trains = "Δ on the mask of smallest |W0| (K = fraction·out·in values), stored sparse"
+    fast_hooks = {"progressive_step": 3, "nuclear_min_side": 0, "fraction": 0.5}
 
     def __init__(self, base: nn.Linear, config: SaraConfig):
         super().__init__(base, config)
@@ -80,8 +84,8 @@ class Sara(Adapter):
         self.register_buffer("live", torch.ones(count, dtype=torch.bool, device=self.factory["device"]))
         self.register_buffer("frozen", torch.zeros(count, **self.factory))
         self.register_buffer("threshold", torch.zeros((), **self.factory))  # τ, set from W0
-        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
-        self._step = 0
+        self.dropout = make_dropout(config)
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))  # optimizer steps taken
         self._nuclear_slot: tuple[int, int] | None = None  # (this layer, eligible layers), set by init_from_data
 
     def init_from_weight(self, weight: torch.Tensor) -> None:
@@ -102,7 +106,7 @@ class Sara(Adapter):
     def _dense(self, values: torch.Tensor) -> torch.Tensor:
         return scatter_flat(self.indices, values, (self.out_features, self.in_features))
 
-    def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
         delta = self._dense(self._current())
         return base_out + F.linear(self.dropout(x.to(delta.dtype)), delta).to(base_out.dtype)
 
@@ -118,7 +122,7 @@ class Sara(Adapter):
         if self.config.nuclear_sampling == "all" or self._nuclear_slot is None:
             return True
         slot, total = self._nuclear_slot
-        generator = torch.Generator().manual_seed(self._step)
+        generator = torch.Generator().manual_seed(int(self.step))
         return int(torch.randint(total, (), generator=generator)) == slot
 
     def regularizer(self) -> torch.Tensor | None:
@@ -131,9 +135,9 @@ class Sara(Adapter):
         return self.config.nuclear_weight * nuclear
 
     @torch.no_grad()
-    def after_step(self, step: int) -> None:
-        self._step = step
-        if self.config.progressive_step and step == self.config.progressive_step:
+    def after_step(self, context: StepContext) -> None:
+        self.step.fill_(context.step)
+        if self.config.progressive_step and context.step == self.config.progressive_step:
             self.reselect()
 
     @torch.no_grad()

@@ -13,8 +13,8 @@ Paper vs code, and what rankwise follows:
 - Threshold. The paper's proximal step is T_{η·ξ} (step size times ξ); the released run_glue.py uses
   sparse_optimizer.py, whose threshold is the absolute ξ (the lr-scaled sparse_optimizer_multiply_lr.py
   is used by no script), and the published ξ values (3e-4; a ramp to 7e-4) were tuned for it. rankwise
-  follows the code: absolute ξ. `threshold_times_lr=True` gives the paper's η·ξ, with η the base
-  learning rate handed to param_groups (after_step does not see the scheduled rate).
+  follows the code: absolute ξ. `threshold_times_lr=True` gives the paper's η·ξ, with η the scheduled
+  learning rate the gate was just updated with (StepContext.lr_of).
 - ℓ1 in the loss. The code also adds sparse_lambda · mean|g| (over all gates of the model) to the loss,
   on top of the proximal step that already realises the ℓ1 term. rankwise follows the paper (prox only);
   `l1_weight` > 0 adds l1_weight · ‖g‖₁ per layer (the code's sparse_lambda / total number of gates).
@@ -24,7 +24,6 @@ Paper vs code, and what rankwise follows:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -33,18 +32,20 @@ from torch import nn
 
 from ..errors import ConfigError
 from ._gates import soft_threshold, stepped_ramp
-from .base import Adapter, AdapterConfig, register
-from .lora import Lora, LoraConfig
+from .base import Adapter, AdapterConfig, LowRankConfig, StepContext, make_dropout, register
+from .lora import Lora, init_lora_factors
 
 
 @dataclass
-class SoraConfig(AdapterConfig):
+class SoraConfig(LowRankConfig):
     threshold: float = 3e-4  # ξ (the code's sparse_lambda_2; run_glue_sora_no_schedule.sh)
     threshold_times_lr: bool = False  # True: the paper's η·ξ instead of the code's absolute ξ
     l1_weight: float = 0.0  # extra l1_weight·‖g‖₁ in the loss (the code's loss term); 0 = paper
     max_threshold: float | None = None  # sparsifying scheduler: ramp ξ up to this value
     threshold_values: int = 1
     steps_per_threshold: int = 0
+
+    invalid = ({"threshold": -1e-3}, {"l1_weight": -1.0})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -59,29 +60,6 @@ def gated_lora(
     return F.linear(F.linear(x, A) * gate, B) * scale
 
 
-class _SizeOf(nn.Module):
-    """What Adapter.__init__ reads from a base layer (sizes, device, dtype), without a weight."""
-
-    def __init__(self, in_features: int, out_features: int, like: torch.Tensor):
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.probe = nn.Parameter(like.new_empty(0), requires_grad=False)
-
-
-@torch.no_grad()
-def plain_lora(A: torch.Tensor, B: torch.Tensor, scale: float, config: AdapterConfig) -> Lora:
-    """A `lora` adapter whose update s·B A equals the given factors' (rank ≥ 1; no ranks: a zero update)."""
-    rank = max(A.shape[0], 1)
-    lora_config = LoraConfig(rank=rank, alpha=scale * rank, dropout=config.dropout,
-                             targets=config.targets, exclude=list(config.exclude))
-    lora = Lora(_SizeOf(A.shape[1], B.shape[0], A), lora_config)
-    lora.scale = scale  # exactly the source's scale (alpha / rank may round differently)
-    if A.shape[0]:  # else: Lora's B = 0 already gives the zero update
-        lora.lora_A.copy_(A)
-        lora.lora_B.copy_(B)
-    return lora
-
-
 @register("sora")
 class Sora(Adapter):
     config_class = SoraConfig
@@ -92,24 +70,22 @@ class Sora(Adapter):
     def __init__(self, base: nn.Linear, config: AdapterConfig):
         super().__init__(base, config)
         self.lora_A = nn.Parameter(torch.empty(config.rank, self.in_features, **self.factory))
-        self.lora_B = nn.Parameter(torch.zeros(self.out_features, config.rank, **self.factory))
+        self.lora_B = nn.Parameter(torch.empty(self.out_features, config.rank, **self.factory))
         self.gate = nn.Parameter(torch.empty(config.rank, **self.factory))
         self.reset_factors()
-        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.dropout = make_dropout(config)
         self.scale = self.scaling(config)
-        self.lr: float | None = None  # base learning rate, recorded by param_groups
 
     @torch.no_grad()
     def reset_factors(self) -> None:
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.lora_B.zero_()
+        init_lora_factors(self.lora_A, self.lora_B)
         self.gate.normal_()
 
     @staticmethod
     def scaling(config: AdapterConfig) -> float:
         return config.alpha / config.rank
 
-    def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
         x = self.dropout(x.to(self.lora_A.dtype))
         return base_out + gated_lora(x, self.lora_A, self.lora_B, self.gate, self.scale).to(base_out.dtype)
 
@@ -119,34 +95,33 @@ class Sora(Adapter):
     def regularizer(self) -> torch.Tensor | None:
         return self.config.l1_weight * self.gate.abs().sum() if self.config.l1_weight > 0 else None
 
-    def threshold_at(self, step: int) -> float:
+    def threshold_at(self, step: int, lr: float | None = None) -> float:
+        """ξ after optimizer step `step`; times `lr` (the scheduled rate) with threshold_times_lr."""
         cfg = self.config
         xi = cfg.threshold
         if cfg.max_threshold is not None:
             xi = stepped_ramp(step, cfg.threshold, cfg.max_threshold,
                               cfg.threshold_values, cfg.steps_per_threshold)
         if cfg.threshold_times_lr:
-            if self.lr is None:
-                raise ConfigError("sora with threshold_times_lr needs the learning rate: build the optimizer "
-                                  "from rankwise.adapters.hooks.param_groups(model, lr).")
-            xi *= self.lr
+            if lr is None:
+                raise ConfigError("sora with threshold_times_lr needs the learning rate the gate was updated "
+                                  "with: pass the optimizer in the StepContext given to after_step.")
+            xi *= lr
         return xi
 
     @torch.no_grad()
-    def after_step(self, step: int) -> None:
-        tau = self.threshold_at(step)
+    def after_step(self, context: StepContext) -> None:
+        tau = self.threshold_at(context.step, context.lr_of(self.gate))
         if tau > 0:
             self.gate.copy_(soft_threshold(self.gate, tau))
 
     @torch.no_grad()
     def finalize(self) -> Lora:
         keep = self.gate != 0
-        return plain_lora(self.lora_A[keep], self.lora_B[:, keep] * self.gate[keep], self.scale, self.config)
+        return Lora.from_factors(self.lora_A[keep], self.lora_B[:, keep] * self.gate[keep], self.scale, self.config)
 
     @classmethod
     def param_groups(cls, layers: dict[str, Adapter], lr: float) -> list[dict]:
-        for layer in layers.values():
-            layer.lr = lr
         gates = [layer.gate for layer in layers.values() if layer.gate.requires_grad]
         others = [p for layer in layers.values() for n, p in layer.named_parameters()
                   if p.requires_grad and n != "gate"]

@@ -9,7 +9,7 @@ As PiSSA in rankwise, W is never replaced by W_res: W_res x + U_r(σ ⊙ V_rᵀ 
     y = base_out + U_r ((σ - S_r) ⊙ V_rᵀ x)
 (one rank-r path, same function), so unload is exact and the base can be shared. Merges as
 W ← W + U_r diag(σ - S_r) V_rᵀ.
-No public code; this follows the paper. `alpha` and `dropout` are unused (the paper has neither);
+No public code; this follows the paper. It has no alpha or dropout (the paper has neither);
 `svd_iters` > 0 selects a randomized SVD instead of the exact one.
 """
 
@@ -21,19 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from ..linalg import randomized_svd, truncated_svd
-from .base import Adapter, AdapterConfig, register
+from ..linalg import top_svd
+from .base import Adapter, RankField, SvdField, register
 
 
 @dataclass
-class SvfitConfig(AdapterConfig):
-    svd_iters: int = 0  # 0: exact SVD; k > 0: randomized SVD with k power iterations
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.svd_iters < 0:
-            raise ConfigError(f"svd_iters must be >= 0, got {self.svd_iters!r}.")
+class SvfitConfig(RankField, SvdField):
+    pass
 
 
 @register("svfit")
@@ -52,14 +46,13 @@ class Svfit(Adapter):
         self.singular_values = nn.Parameter(torch.zeros(rank, **self.factory))  # σ
 
     def init_from_weight(self, weight: torch.Tensor) -> None:
-        rank, iters = self.config.rank, self.config.svd_iters
-        svd = randomized_svd(weight, rank, power_iters=iters) if iters else truncated_svd(weight, rank)
+        svd = top_svd(weight, self.config.rank, self.config.svd_iters)
         self.left.copy_(svd.U)
         self.right.copy_(svd.Vh)
         self.init_values.copy_(svd.S)
         self.singular_values.data.copy_(svd.S)
 
-    def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
         x = x.to(self.singular_values.dtype)
         change = self.singular_values - self.init_values
         return base_out + F.linear(F.linear(x, self.right) * change, self.left).to(base_out.dtype)

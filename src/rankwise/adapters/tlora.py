@@ -34,11 +34,11 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..linalg.structured import balanced_factors, tt_matvec, tt_to_dense, tt_transpose
-from .base import Adapter, AdapterConfig, register
+from .base import Adapter, LowRankConfig, make_dropout, register
 
 
 @dataclass
-class TloraConfig(AdapterConfig):
+class TloraConfig(LowRankConfig):
     tensor_order: int = 3  # cores per tensor-train matrix (each dimension split into this many factors)
     transform_rank: int = 1  # TT rank of the transform T (1: a Kronecker product of small matrices)
     side: str = "output"  # "output": W' = T W + s ΔW (DoRA's side); "input": W' = W T + s ΔW
@@ -82,6 +82,7 @@ class Tlora(Adapter):
              "Text-to-image Models")
     url = "https://arxiv.org/abs/2501.08727"
     trains = "tensor-train cores of a full-rank transform T and of a residual ΔW"
+    reads_weight = True  # T acts on the weight it sits on: W' when stacked on other adapters
 
     def __init__(self, base: nn.Linear, config: TloraConfig):
         super().__init__(base, config)
@@ -91,21 +92,21 @@ class Tlora(Adapter):
         side_dims = out_dims if config.side == "output" else in_dims
         self.transform = nn.ParameterList(identity_tt_cores(side_dims, config.transform_rank, **self.factory))
         self.residual = nn.ParameterList(zero_tt_cores(out_dims, in_dims, config.rank, **self.factory))
-        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.dropout = make_dropout(config)
         self.scale = config.alpha / config.rank
 
     def transform_matrix(self) -> torch.Tensor:
         """T as a dense matrix; for inspection and tests only."""
         return tt_to_dense(list(self.transform))
 
-    def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
         x = x.to(self.residual[0].dtype)
         transform = list(self.transform)
         if self.config.side == "output":
-            w_x = (base_out if base.bias is None else base_out - base.bias).to(x.dtype)
+            w_x = (base_out if layer.bias is None else base_out - layer.bias).to(x.dtype)
             turned = tt_matvec(transform, w_x) - w_x  # (T - I) W x
         else:
-            turned = F.linear(tt_matvec(transform, x) - x, base.weight.to(x.dtype))  # W (T - I) x
+            turned = F.linear(tt_matvec(transform, x) - x, layer.weight.to(x.dtype))  # W (T - I) x
         residual = tt_matvec(list(self.residual), self.dropout(x)) * self.scale
         return base_out + (turned + residual).to(base_out.dtype)
 

@@ -29,12 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .base import Adapter, AdapterConfig, register
-from .lora import lora_delta
+from .base import Adapter, LowRankConfig, make_dropout, register
+from .lora import init_lora_factors, lora_delta
 
 
 @dataclass
-class VgloraConfig(AdapterConfig):
+class VgloraConfig(LowRankConfig):
     low_rank: int | None = None  # rank of the low-rank branch; None: max(1, rank // 4)
     complement_weight: float = 0.0
 
@@ -48,8 +48,9 @@ class VgloraConfig(AdapterConfig):
 
 def _factors(rank: int, in_features: int, out_features: int, factory: dict) -> tuple[nn.Parameter, nn.Parameter]:
     A = nn.Parameter(torch.empty(rank, in_features, **factory))
-    nn.init.kaiming_uniform_(A, a=math.sqrt(5))
-    return A, nn.Parameter(torch.zeros(out_features, rank, **factory))
+    B = nn.Parameter(torch.empty(out_features, rank, **factory))
+    init_lora_factors(A, B)
+    return A, B
 
 
 @register("vglora")
@@ -79,7 +80,7 @@ class Vglora(Adapter):
             return self.saliency_mask.to(x.dtype).unsqueeze(-1)
         return torch.sigmoid(x @ self.gate_weight + self.gate_bias).unsqueeze(-1)
 
-    def forward(self, x: torch.Tensor, base_out: torch.Tensor, base: nn.Linear) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, base_out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
         x = x.to(self.high_A.dtype)
         dropped = self.dropout(x)
         high = lora_delta(dropped, self.high_A, self.high_B, self.high_scale)

@@ -1,13 +1,17 @@
-"""save_adapter / load_adapter: one adapter per directory, in rankwise's own format or PEFT's.
+"""One file format for every family: a plan, its tensors and the base it belongs to, as safetensors + JSON.
 
-rankwise format (format_version 1):
-    adapter.safetensors  {"<module path>.<tensor>": tensor}, e.g. "model.layers.0.self_attn.q_proj.lora_A"
-                         (the adapter's state_dict keys, prefixed by the path of the layer it wraps)
-    adapter.json         format_version, rankwise_version, method, name, config (config.to_dict()),
-                         targets (the exact module paths), base_model (fingerprint.py), weights_sha256,
-                         and layer_configs {path: config} for layers whose config differs (per-layer ranks)
+rankwise format (format_version 2), written for adapters as adapter.safetensors + adapter.json:
+    <stem>.safetensors   {"<module path>.<tensor>": tensor}, e.g. "model.layers.0.self_attn.q_proj.lora_A"
+    <stem>.json          format_version, rankwise_version, family ("adapter", ...), method, name,
+                         config (the config the plan was made from, config.to_dict()),
+                         plan {module path: {field: value} where that layer's config differs, else {}},
+                         base_model (fingerprint.py), weights_sha256
+Format 1 (rankwise ≤ 0.1: config, targets, layer_configs {path: full config}) still loads.
 A directory is written as a whole through atomic_directory: a failed or interrupted save leaves the
-previous adapter there untouched. load_adapter picks the format from which config file exists.
+previous files there untouched. load_adapter picks rankwise's or PEFT's format from the config file.
+
+This module knows formats only. It reaches a family (its method registry, how to apply a plan, what a
+model holds) through rankwise._registry.FAMILIES and never imports one.
 """
 
 from __future__ import annotations
@@ -19,21 +23,21 @@ from typing import Any
 
 from torch import nn
 
-from ..adapters import ADAPTERS, AdapterConfig, layers_of
+from .._registry import FAMILIES
 from ..errors import AdapterFileError, ConfigError
 from .atomic import atomic_directory, save_tensors, write_json
-from .attach import attach
 from .fingerprint import check_base, model_fingerprint
 from .readers import load_tensors, read_json, sha256_file
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 WEIGHTS_FILE, META_FILE = "adapter.safetensors", "adapter.json"
 PEFT_WEIGHTS_FILE, PEFT_CONFIG_FILE = "adapter_model.safetensors", "adapter_config.json"
 # Files a save may replace; anything else in the directory means it is not an adapter directory.
 ADAPTER_DIR_FILES = {WEIGHTS_FILE, META_FILE, PEFT_WEIGHTS_FILE, PEFT_CONFIG_FILE, "README.md"}
-_REQUIRED_KEYS = ("method", "config", "targets")
-_KNOWN_KEYS = {"format_version", "rankwise_version", "name", "base_model", "weights_sha256", "layer_configs",
-               *_REQUIRED_KEYS}
+_KNOWN_KEYS = {"format_version", "rankwise_version", "family", "method", "name", "config", "plan",
+               "base_model", "weights_sha256", "targets", "layer_configs"}
+# Fields every format-1 config held, which methods that do not use them no longer have.
+_FORMAT_1_FIELDS = ("rank", "alpha", "dropout")
 
 
 def rankwise_version() -> str:
@@ -43,23 +47,10 @@ def rankwise_version() -> str:
     return __version__
 
 
-def adapter_layout(model: nn.Module, name: str) -> tuple[str, AdapterConfig, dict[str, AdapterConfig]]:
-    """(method, the config most layers share, {path: config} of the layers whose config differs from it).
-
-    Layers usually share one config; methods that prune per layer (SoRA's finalize) leave different ranks.
-    """
-    layers = layers_of(model, name)
-    methods = {type(adapter).name for adapter in layers.values()}
-    if len(methods) > 1:
-        raise ConfigError(
-            f"adapter {name!r} mixes methods {sorted(methods)} across its layers; an adapter file holds one "
-            "method. Save each method under its own adapter name."
-        )
-    configs = [adapter.config for adapter in layers.values()]
-    # the first of the most used configs
-    common = max(configs, key=lambda config: sum(other == config for other in configs))
-    overrides = {path: adapter.config for path, adapter in layers.items() if adapter.config != common}
-    return methods.pop(), common, overrides
+def plan_overrides(config: Any, plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{path: {field: value}} of each layer's differences from `config` (JSON)."""
+    shared = config.to_dict()
+    return {path: {k: v for k, v in layer.to_dict().items() if shared.get(k) != v} for path, layer in plan.items()}
 
 
 def _refuse_foreign_files(directory: Path) -> None:
@@ -75,6 +66,14 @@ def _refuse_foreign_files(directory: Path) -> None:
         )
 
 
+def plan_record(model: nn.Module, family: str, name: str) -> tuple[dict[str, Any], dict]:
+    """(the JSON record, the tensors) of what family `family` installed in `model` under `name`."""
+    method, config, plan, tensors = FAMILIES.get(family).layout(model, name)
+    record = {"family": family, "method": method, "name": name, "config": config.to_dict(),
+              "plan": plan_overrides(config, plan)}
+    return record, tensors
+
+
 def save_adapter(model: nn.Module, directory: str | os.PathLike, name: str = "default", *,
                  format: str = "rankwise") -> Path:
     """Save adapter `name` of `model` into `directory` (created or replaced as a whole); returns it.
@@ -85,31 +84,16 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, name: str = "de
     files other than an adapter's, since the whole directory is replaced.
     """
     directory = Path(directory)
+    if format not in ("rankwise", "peft"):
+        raise ConfigError(f"unknown adapter file format {format!r}; use 'rankwise' or 'peft'.")
+    record, tensors = plan_record(model, "adapter", name)
+    _refuse_foreign_files(directory)
     if format == "peft":
         from .peft_format import save_peft_adapter
 
-        _refuse_foreign_files(directory)
-        return save_peft_adapter(model, directory, name)
-    if format != "rankwise":
-        raise ConfigError(f"unknown adapter file format {format!r}; use 'rankwise' or 'peft'.")
-    tensors = {
-        f"{path}.{key}": value
-        for path, adapter in layers_of(model, name).items()
-        for key, value in adapter.state_dict().items()
-    }
-    method, config, overrides = adapter_layout(model, name)
-    meta: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "rankwise_version": rankwise_version(),
-        "method": method,
-        "name": name,
-        "config": config.to_dict(),
-        "targets": list(layers_of(model, name)),
-        "base_model": model_fingerprint(model),
-    }
-    if overrides:  # only when layers differ, so ordinary files stay as they were
-        meta["layer_configs"] = {path: layer_config.to_dict() for path, layer_config in overrides.items()}
-    _refuse_foreign_files(directory)
+        return save_peft_adapter(model, directory, record, tensors)
+    meta: dict[str, Any] = {"format_version": FORMAT_VERSION, "rankwise_version": rankwise_version(),
+                            **record, "base_model": model_fingerprint(model)}
     with atomic_directory(directory) as tmp:
         save_tensors(tmp / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
         meta["weights_sha256"] = sha256_file(tmp / WEIGHTS_FILE)
@@ -141,54 +125,85 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike, name: str | Non
     )
 
 
-def _check_meta(meta: dict[str, Any], source: Path) -> None:
-    missing = [key for key in _REQUIRED_KEYS if key not in meta]
-    if missing:
-        raise AdapterFileError(f"{source} lacks {missing}; it is not a rankwise adapter file or was edited.")
+def check_record(meta: dict[str, Any], source: Path, family: str) -> int:
+    """Validate a plan record's keys and types; returns its format version."""
     version = meta.get("format_version", 1)  # absent: the oldest format
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise AdapterFileError(f"{source}: format_version {version!r} is not a positive integer.")
     if version > FORMAT_VERSION:
         raise AdapterFileError(
-            f"{source} was written by rankwise {meta.get('rankwise_version', '?')} in adapter format "
+            f"{source} was written by rankwise {meta.get('rankwise_version', '?')} in format "
             f"{version}; this rankwise {rankwise_version()} reads formats up to {FORMAT_VERSION}. "
             "Upgrade rankwise."
         )
-    kinds = (("method", str), ("config", dict), ("targets", list), ("layer_configs", dict))
+    required = ("method", "config", "targets") if version == 1 else ("family", "method", "config", "plan")
+    missing = [key for key in required if key not in meta]
+    if missing:
+        raise AdapterFileError(f"{source} lacks {missing}; it is not a rankwise file or was edited.")
+    kinds = (("family", str), ("method", str), ("config", dict), ("plan", dict), ("targets", list),
+             ("layer_configs", dict))
     wrong_types = [key for key, kind in kinds if key in meta and not isinstance(meta[key], kind)]
-    if wrong_types or not all(isinstance(path, str) for path in meta["targets"]):
+    paths = meta["targets"] if version == 1 else list(meta["plan"])
+    if wrong_types or not all(isinstance(path, str) for path in paths):
         raise AdapterFileError(
             f"{source}: {wrong_types or ['targets']} has the wrong JSON type; the file was edited."
         )
+    if version > 1 and not all(isinstance(values, dict) for values in meta["plan"].values()):
+        raise AdapterFileError(f"{source}: every plan entry must be a JSON object; the file was edited.")
+    if meta.get("family", "adapter") != family:
+        raise AdapterFileError(f"{source} holds a {meta['family']!r} file, not an {family}; load it with "
+                               f"the {meta['family']} family's loader (rankwise.models.load for a model folder).")
     name = meta.get("name", "default")
     if not isinstance(name, str) or not name or "." in name:
-        raise AdapterFileError(f"{source}: adapter name {name!r} must be a non-empty string without '.'.")
+        raise AdapterFileError(f"{source}: {family} name {name!r} must be a non-empty string without '.'.")
     unknown = sorted(set(meta) - _KNOWN_KEYS)
     if unknown:
-        warnings.warn(f"{source}: ignoring unknown keys {unknown} (written by a newer rankwise?).",
-                      stacklevel=4)
-    if meta["method"] not in ADAPTERS:
+        warnings.warn(f"{source}: ignoring unknown keys {unknown} (written by a newer rankwise?).", stacklevel=4)
+    methods = FAMILIES.get(family).methods
+    if meta["method"] not in methods:
         raise AdapterFileError(
-            f"{source} holds a {meta['method']!r} adapter, a method this rankwise {rankwise_version()} does "
-            f"not know (it knows {', '.join(ADAPTERS.names())}). Upgrade rankwise or import the module that "
+            f"{source} holds a {meta['method']!r} {family}, a method this rankwise {rankwise_version()} does "
+            f"not know (it knows {', '.join(methods.names())}). Upgrade rankwise or import the module that "
             "registers it."
         )
+    return version
+
+
+def parse_plan(meta: dict[str, Any], source: Path, family: str) -> tuple[Any, dict[str, Any]]:
+    """(config, {path: layer config}) of a checked record, in either format version."""
+    version = check_record(meta, source, family)
+    config_class = FAMILIES.get(family).methods.get(meta["method"]).config_class
+    dropped = _FORMAT_1_FIELDS if version == 1 else ()
+
+    def parse(values: Any, where: str) -> Any:
+        if not isinstance(values, dict):
+            raise AdapterFileError(f"{source}: {where} is not a JSON object; the file was edited.")
+        try:
+            return config_class.from_dict(values, dropped=dropped)
+        except (ConfigError, TypeError) as err:
+            raise ConfigError(f"{source}: the saved {meta['method']} {where} is invalid: {err}") from None
+
+    config = parse(meta["config"], "config")
+    if version == 1:
+        layer_configs = meta.get("layer_configs", {})
+        stray = sorted(set(layer_configs) - set(meta["targets"]))
+        if stray:
+            raise AdapterFileError(f"{source}: layer_configs names modules not in targets: {stray[:5]}.")
+        plan = {path: parse(layer_configs[path], f"layer_configs[{path!r}]") if path in layer_configs else config
+                for path in meta["targets"]}
+    else:
+        plan = {path: parse({**meta["config"], **overrides}, f"plan[{path!r}]") if overrides else config
+                for path, overrides in meta["plan"].items()}
+    if not plan:
+        raise AdapterFileError(f"{source} lists no modules; it is empty or was edited.")
+    return config, plan
 
 
 def _load_rankwise(model: nn.Module, directory: Path, name: str | None,
                    allow_base_mismatch: bool) -> nn.Module:
     meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE
     meta = read_json(meta_path)
-    _check_meta(meta, meta_path)
-    method = meta["method"]
-    config = _parse_config(method, meta["config"], meta_path, "config")
-    layer_configs = {
-        path: _parse_config(method, values, meta_path, f"layer_configs[{path!r}]")
-        for path, values in meta.get("layer_configs", {}).items()
-    }
-    stray = sorted(set(layer_configs) - set(meta["targets"]))
-    if stray:
-        raise AdapterFileError(f"{meta_path}: layer_configs names modules not in targets: {stray[:5]}.")
+    config, plan = parse_plan(meta, meta_path, "adapter")
     if "base_model" in meta:
         check_base(meta["base_model"], model, allow_base_mismatch, meta_path)
     else:
@@ -206,13 +221,5 @@ def _load_rankwise(model: nn.Module, directory: Path, name: str | None,
             "saving. Re-copy or re-save the adapter."
         )
     loaded_name = name if name is not None else str(meta.get("name", "default"))
-    return attach(model, method, loaded_name, config, meta["targets"], tensors, weights_path, layer_configs)
-
-
-def _parse_config(method: str, values: Any, source: Path, where: str) -> AdapterConfig:
-    if not isinstance(values, dict):
-        raise AdapterFileError(f"{source}: {where} is not a JSON object; the file was edited.")
-    try:
-        return ADAPTERS.get(method).config_class.from_dict(values)
-    except (ConfigError, TypeError) as err:
-        raise ConfigError(f"{source}: the saved {method} {where} is invalid: {err}") from None
+    FAMILIES.get("adapter").apply(model, meta["method"], loaded_name, config, plan, tensors, weights_path)
+    return model

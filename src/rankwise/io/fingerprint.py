@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..adapters.layer import AdaptedLinear, AdaptedModule
+from ..surgery import Wrapper, wrappers as _wrappers
 from ..errors import AdapterFileError, BaseModelMismatch
 
 FINGERPRINT_VERSION = 1
@@ -33,11 +33,7 @@ _SAMPLE_VALUES = 1 << 16
 _TENSORS_PER_KIND = 4  # first two and last two of each kind
 
 
-def _wrappers(model: nn.Module) -> dict[str, AdaptedModule]:
-    return {path: module for path, module in model.named_modules() if isinstance(module, AdaptedModule)}
-
-
-def _base_name(name: str, wrappers: dict[str, AdaptedModule]) -> str | None:
+def _base_name(name: str, wrappers: dict[str, Wrapper]) -> str | None:
     """`name` as it would be without adapter wrappers (`q_proj.base.weight` -> `q_proj.weight`);
     None for anything inside an adapter."""
     parts = name.split(".")
@@ -66,7 +62,7 @@ def base_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
 def _linear_weight_names(model: nn.Module) -> tuple[set[str], set[str]]:
     """(base names of params of plain nn.Linear layers, of nn.Linear layers an adapter wraps directly)."""
     wrappers = _wrappers(model)
-    wrapped_bases = {id(module.base) for module in wrappers.values() if isinstance(module, AdaptedLinear)}
+    wrapped_bases = {id(module.base) for module in wrappers.values() if isinstance(module.base, nn.Linear)}
     plain, wrapped = set(), set()
     for path, module in model.named_modules():
         if isinstance(module, nn.Linear):
@@ -127,7 +123,7 @@ def model_fingerprint(model: nn.Module) -> dict[str, Any]:
 
 def _changed_by_adapters(model: nn.Module) -> set[str]:
     """Base weight names whose current value is not the original: adapters merged into them."""
-    return {f"{path}.weight" for path, module in _wrappers(model).items() if module.merged}
+    return {f"{path}.weight" for path, module in _wrappers(model).items() if module.base_is_modified()}
 
 
 def fingerprint_differences(saved: dict[str, Any], model: nn.Module) -> list[str]:

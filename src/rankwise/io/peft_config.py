@@ -15,8 +15,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..adapters import ADAPTERS, AdapterConfig
+from .._registry import FAMILIES
 from ..errors import AdapterFileError, ConfigError
+from ..surgery import pattern_value
 
 # Fields that must be empty/neutral, with what they would have meant.
 _UNSUPPORTED = {
@@ -61,7 +62,7 @@ def _method_for(cfg: dict[str, Any], source: Path) -> str:
     return "dora" if cfg.get("use_dora") else "rslora" if cfg.get("use_rslora") else "lora"
 
 
-def rankwise_config_from_peft(cfg: dict[str, Any], source: Path) -> tuple[str, AdapterConfig]:
+def rankwise_config_from_peft(cfg: dict[str, Any], source: Path) -> tuple[str, Any]:
     """(method, config) for a PEFT adapter_config.json; raises naming the first unsupported field."""
     peft_type = cfg.get("peft_type")
     if peft_type is None:
@@ -99,7 +100,7 @@ def rankwise_config_from_peft(cfg: dict[str, Any], source: Path) -> tuple[str, A
         )
     method = _method_for(cfg, source)
     try:
-        config = ADAPTERS.get(method).config_class(
+        config = FAMILIES.get("adapter").methods.get(method).config_class(
             rank=cfg.get("r", 8), alpha=float(cfg.get("lora_alpha", 8)),
             dropout=float(cfg.get("lora_dropout", 0.0)),
         )
@@ -120,49 +121,41 @@ def _pattern(cfg: dict[str, Any], field: str, source: Path) -> dict[str, Any]:
     return patterns
 
 
-def _pattern_value(patterns: dict[str, Any], path: str, default: Any) -> Any:
-    # PEFT's rule (peft.utils.other.get_pattern_key): the first key matching a dotted suffix of the path.
-    for key, value in patterns.items():
-        if re.match(rf"(.*\.)?({key})$", path):
-            return value
-    return default
-
-
-def layer_configs_from_peft(cfg: dict[str, Any], config: AdapterConfig, targets: list[str],
-                            source: Path) -> dict[str, AdapterConfig]:
-    """{path: config} for the layers PEFT's rank_pattern / alpha_pattern give another rank or alpha."""
+def layer_configs_from_peft(cfg: dict[str, Any], config: Any, targets: list[str],
+                            source: Path) -> dict[str, Any]:
+    """{path: config} for every target, with PEFT's rank_pattern / alpha_pattern applied per layer."""
     ranks, alphas = _pattern(cfg, "rank_pattern", source), _pattern(cfg, "alpha_pattern", source)
-    found = {}
+    plan = {}
     for path in targets:
-        rank = _pattern_value(ranks, path, config.rank)
-        alpha = float(_pattern_value(alphas, path, config.alpha))
-        if (rank, alpha) != (config.rank, config.alpha):
-            try:
-                found[path] = dataclasses.replace(config, rank=rank, alpha=alpha)
-            except (TypeError, ValueError) as err:
-                raise ConfigError(
-                    f"{source}: rank_pattern/alpha_pattern give {path} invalid settings: {err}"
-                ) from None
-    return found
-
-
-def peft_patterns(config: AdapterConfig, layer_configs: dict[str, AdapterConfig],
-                  factor: int) -> tuple[dict[str, int], dict[str, float]]:
-    """PEFT's (rank_pattern, alpha_pattern) for layers whose rank or alpha differ from `config`."""
-    ranks, alphas = {}, {}
-    for path, layer_config in layer_configs.items():
-        free = ("rank", "alpha", "targets", "exclude")
-        other = {k: v for k, v in layer_config.to_dict().items() if k not in free}
-        if other != {k: v for k, v in config.to_dict().items() if k in other}:
+        rank = pattern_value(ranks, path, config.rank)
+        alpha = float(pattern_value(alphas, path, config.alpha))
+        try:
+            plan[path] = dataclasses.replace(config, rank=rank, alpha=alpha) \
+                if (rank, alpha) != (config.rank, config.alpha) else config
+        except (TypeError, ValueError) as err:
             raise ConfigError(
-                f"{path} differs from the adapter's other layers in more than rank and alpha; PEFT's file "
-                "format has per-layer rank_pattern and alpha_pattern only. Save with format='rankwise'."
+                f"{source}: rank_pattern/alpha_pattern give {path} invalid settings: {err}"
+            ) from None
+    return plan
+
+
+def peft_patterns(config: dict[str, Any], plan: dict[str, dict[str, Any]],
+                  factor: int) -> tuple[dict[str, int], dict[str, float]]:
+    """PEFT's (rank_pattern, alpha_pattern) for the plan's layers whose rank or alpha differ from `config`."""
+    ranks, alphas = {}, {}
+    for path, overrides in plan.items():
+        other = sorted(set(overrides) - {"rank", "alpha", "targets", "exclude", "rank_pattern", "alpha_pattern"})
+        if other:
+            raise ConfigError(
+                f"{path} differs from the adapter's other layers in more than rank and alpha "
+                f"({', '.join(other)}); PEFT's file format has per-layer rank_pattern and alpha_pattern only. "
+                "Save with format='rankwise'."
             )
         key = re.escape(path)  # PEFT matches "(.*\.)?(key)$": a full path matches only itself
-        if layer_config.rank != config.rank:
-            ranks[key] = layer_config.rank * factor
-        if layer_config.alpha != config.alpha:
-            alphas[key] = _json_number(layer_config.alpha * factor)
+        if "rank" in overrides:
+            ranks[key] = overrides["rank"] * factor
+        if "alpha" in overrides:
+            alphas[key] = _json_number(overrides["alpha"] * factor)
     return ranks, alphas
 
 
@@ -171,7 +164,7 @@ def _json_number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
 
-def peft_config_for(method: str, config: AdapterConfig, rank: int, alpha: float, targets: list[str],
+def peft_config_for(method: str, config: dict[str, Any], rank: int, alpha: float, targets: list[str],
                     base_name: str | None, rank_pattern: dict | None = None,
                     alpha_pattern: dict | None = None) -> dict[str, Any]:
     """The adapter_config.json PEFT needs to rebuild this adapter (PEFT fills the other fields)."""
@@ -182,7 +175,7 @@ def peft_config_for(method: str, config: AdapterConfig, rank: int, alpha: float,
         "revision": None,
         "r": rank,
         "lora_alpha": _json_number(alpha),
-        "lora_dropout": config.dropout,
+        "lora_dropout": config["dropout"],
         "target_modules": targets,  # full module paths: PEFT matches them exactly
         "use_rslora": method == "rslora",
         "use_dora": method == "dora",

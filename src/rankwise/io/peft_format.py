@@ -26,11 +26,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..adapters import layers_of
+from .._registry import FAMILIES
 from ..errors import AdapterFileError, ConfigError
-from .adapter_file import PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, adapter_layout, rankwise_version
+from .adapter_file import PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, rankwise_version
 from .atomic import atomic_directory, save_tensors, write_json
-from .attach import attach
 from .fingerprint import check_base, model_fingerprint
 from .peft_config import layer_configs_from_peft, peft_config_for, peft_patterns, rankwise_config_from_peft
 from .readers import load_tensors, read_json
@@ -65,25 +64,26 @@ PEFT_EXPORTS = {"lora": _same, "rslora": _same, "dora": _same, "pissa": _pissa, 
 EXPORTABLE = tuple(PEFT_EXPORTS)
 
 
-def save_peft_adapter(model: nn.Module, directory: Path, name: str = "default") -> Path:
-    """Write adapter `name` in PEFT's format (see the module docstring for the mapping)."""
-    layers = layers_of(model, name)
-    method, config, layer_configs = adapter_layout(model, name)
+def save_peft_adapter(model: nn.Module, directory: Path, record: dict, tensors: dict) -> Path:
+    """Write the adapter `record` (io.adapter_file.plan_record) in PEFT's format (see the module docstring)."""
+    method, config, plan = record["method"], record["config"], record["plan"]
     if method not in EXPORTABLE:
         raise ConfigError(
             f"PEFT export supports {', '.join(EXPORTABLE)}; {method!r} has no exact PEFT LoRA equivalent. "
             "Save it with format='rankwise' instead."
         )
-    tensors, factor = {}, 1
-    for path, adapter in layers.items():
-        state, factor = PEFT_EXPORTS[method](adapter.state_dict())
+    peft_tensors, factor = {}, 1
+    for path in plan:
+        prefix = path + "."
+        state = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
+        state, factor = PEFT_EXPORTS[method](state)
         for key, value in state.items():
-            tensors[f"{KEY_PREFIX}{path}.{PEFT_SUFFIX[key]}"] = value
+            peft_tensors[f"{KEY_PREFIX}{path}.{PEFT_SUFFIX[key]}"] = value
     # rank × factor with alpha × factor keeps PEFT's scaling alpha / rank equal to rankwise's.
-    rank, alpha = config.rank * factor, config.alpha * factor
-    rank_pattern, alpha_pattern = peft_patterns(config, layer_configs, factor)
+    rank, alpha = config["rank"] * factor, config["alpha"] * factor
+    rank_pattern, alpha_pattern = peft_patterns(config, plan, factor)
     fingerprint = model_fingerprint(model)
-    peft_config = peft_config_for(method, config, rank, alpha, list(layers), fingerprint["name_or_path"],
+    peft_config = peft_config_for(method, config, rank, alpha, list(plan), fingerprint["name_or_path"],
                                   rank_pattern, alpha_pattern)
     metadata = {
         "format": "pt",
@@ -91,7 +91,7 @@ def save_peft_adapter(model: nn.Module, directory: Path, name: str = "default") 
         "rankwise_version": rankwise_version(),
     }
     with atomic_directory(directory) as tmp:
-        save_tensors(tmp / PEFT_WEIGHTS_FILE, tensors, metadata=metadata)
+        save_tensors(tmp / PEFT_WEIGHTS_FILE, peft_tensors, metadata=metadata)
         write_json(tmp / PEFT_CONFIG_FILE, peft_config)
     return directory
 
@@ -144,5 +144,6 @@ def load_peft_adapter(model: nn.Module, directory: Path, name: str | None = None
     state, targets = rankwise_state_from_peft(tensors, weights_path)
     # PEFT's own patterns (suffixes, regexes, layers_to_transform) become the exact list of adapted modules.
     config = dataclasses.replace(config, targets=targets)
-    layer_configs = layer_configs_from_peft(peft_config, config, targets, config_path)
-    return attach(model, method, name or "default", config, targets, state, weights_path, layer_configs)
+    plan = layer_configs_from_peft(peft_config, config, targets, config_path)
+    FAMILIES.get("adapter").apply(model, method, name or "default", config, plan, state, weights_path)
+    return model

@@ -11,13 +11,13 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
 from ..errors import AdapterFileError
 
-__all__ = ["load_tensors", "read_json", "sha256_file"]
+__all__ = ["check_state", "load_tensors", "read_json", "sha256_file"]
 
 _SAFETENSORS_MIN_BYTES = 8  # the little-endian u64 header length alone
 
@@ -98,3 +98,33 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_SHOWN = 5  # how many names of each problem an error lists
+
+
+def check_state(expected: Mapping[str, tuple[int, ...]], tensors: Mapping[str, torch.Tensor],
+                source: str | os.PathLike) -> None:
+    """Raise AdapterFileError listing missing, unexpected and misshapen tensors (first few of each)."""
+    missing = [key for key in expected if key not in tensors]
+    unexpected = [key for key in tensors if key not in expected]
+    misshapen = [
+        f"{key} {tuple(value.shape)} in the file vs {expected[key]} in this model"
+        for key, value in tensors.items() if key in expected and tuple(value.shape) != tuple(expected[key])
+    ]
+    if not (missing or unexpected or misshapen):
+        return
+    parts = [
+        f"{len(found)} {what}: {', '.join(found[:_SHOWN])}{', ...' if len(found) > _SHOWN else ''}"
+        for what, found in (
+            ("missing", missing), ("unexpected", unexpected), ("with the wrong shape", misshapen)
+        )
+        if found
+    ]
+    matched = len(tensors) - len(unexpected)
+    raise AdapterFileError(
+        f"{source} does not fit this model ({matched}/{len(tensors)} tensors match an adapted layer): "
+        + "; ".join(parts)
+        + ". The file was saved for another model, rank or method, or was edited; load it onto the "
+        "model and method it was trained for."
+    )

@@ -1,5 +1,5 @@
 """Pure tensor math shared by every family; no nn.Module here."""
 
-from .svd import LowRankFactors, randomized_svd, truncated_svd
+from .svd import LowRankFactors, randomized_svd, top_svd, truncated_svd
 
-__all__ = ["LowRankFactors", "randomized_svd", "truncated_svd"]
+__all__ = ["LowRankFactors", "randomized_svd", "top_svd", "truncated_svd"]

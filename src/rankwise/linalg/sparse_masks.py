@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .svd import randomized_svd, truncated_svd
+from .svd import top_svd
 
 
 def scatter_flat(indices: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -29,7 +29,7 @@ def smallest_magnitude_indices(weight: torch.Tensor, count: int) -> torch.Tensor
 
 def low_rank_magnitudes(weight: torch.Tensor, rank: int, svd_iters: int = 0) -> torch.Tensor:
     """|W_r|, the entrywise magnitude of W's best rank-`rank` approximation (randomized SVD if svd_iters > 0)."""
-    svd = randomized_svd(weight, rank, power_iters=svd_iters) if svd_iters else truncated_svd(weight, rank)
+    svd = top_svd(weight, rank, svd_iters)
     return svd.to_dense().abs()
 
 

@@ -47,3 +47,11 @@ def randomized_svd(
         Q, _ = torch.linalg.qr(A @ Q)
     U_small, S, Vh = torch.linalg.svd(Q.T @ A, full_matrices=False)
     return LowRankFactors((Q @ U_small)[:, :rank], S[:rank], Vh[:rank])
+
+
+def top_svd(matrix: torch.Tensor, rank: int, power_iters: int = 0) -> LowRankFactors:
+    """The top `rank` singular triplets: exact when power_iters == 0, else randomized with that many
+    power iterations (the `svd_iters` setting every SVD-initialised method shares)."""
+    if power_iters:
+        return randomized_svd(matrix, rank, power_iters=power_iters)
+    return truncated_svd(matrix, rank)

@@ -35,6 +35,9 @@ class TrainConfig:
     dropout: float | None = _opt(None, "dropout on the adapter's input (null: the method's default)")
     targets: str | list[str] | None = _opt(
         None, "modules to adapt: all-linear, all-blocks, a regex, or a list of names/globs (null: method's)")
+    rank_pattern: dict | None = _opt(None, "per-layer ranks, {regex on the module path: rank} (PEFT's rule)")
+    alpha_pattern: dict | None = _opt(None, "per-layer alphas, {regex on the module path: alpha}")
+    layers_to_transform: list[int] | None = _opt(None, "adapt only the blocks with these indices (null: all)")
     method_config: dict = field(
         default_factory=dict, metadata={"help": "method-specific config fields, e.g. {\"svd_iters\": 4}"})
     adapter_name: str = _opt("default", "name the adapter is attached and saved under")
@@ -48,8 +51,11 @@ class TrainConfig:
     eval_split: float = _opt(0.1, "fraction of data= held out for evaluation when eval_data is unset")
     eval_size: int | None = _opt(None, "evaluate on at most this many held-out examples (null: all)")
     max_length: int = _opt(256, "tokens per training example (longer ones are truncated)")
-    learning_rate: float = _opt(2e-4, "peak learning rate of AdamW")
-    weight_decay: float = _opt(0.0, "AdamW weight decay")
+    optimizer: str = _opt("adamw", "optimizer, one of rankwise.optim.OPTIMIZERS (adamw, sgd, ...)")
+    optimizer_config: dict = field(
+        default_factory=dict, metadata={"help": "the optimizer's own options, e.g. {\"betas\": [0.9, 0.95]}"})
+    learning_rate: float = _opt(2e-4, "peak learning rate")
+    weight_decay: float = _opt(0.0, "decoupled weight decay (AdamW) or L2 (SGD)")
     warmup_steps: int = _opt(0, "linear warmup steps (or set warmup_ratio)")
     warmup_ratio: float = _opt(0.0, "warmup as a fraction of max_steps (or set warmup_steps)")
     max_steps: int = _opt(100, "optimizer steps to train")
@@ -70,6 +76,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.method_config is None:
             self.method_config = {}
+        if self.optimizer_config is None:
+            self.optimizer_config = {}
         for f in dataclasses.fields(self):
             setattr(self, f.name, _checked_type(f.name, getattr(self, f.name), FIELD_TYPES[f.name]))
         _check_values(self)
@@ -79,14 +87,17 @@ class TrainConfig:
         from ..adapters import ADAPTERS
 
         cls = ADAPTERS.get(self.method).config_class
-        known = {f.name for f in dataclasses.fields(cls)}
-        top_level = ("rank", "alpha", "dropout", "targets")
-        shared = {k: getattr(self, k) for k in top_level if getattr(self, k) is not None}
+        known = cls.field_names()
+        shared = {k: getattr(self, k) for k in SHARED_FIELDS if getattr(self, k) is not None}
+        unused = sorted(set(shared) - known)
+        if unused:
+            raise ConfigError(f"{self.method} does not use {', '.join(unused)}; remove "
+                              f"{'it' if len(unused) == 1 else 'them'} from the config.")
         unknown = sorted(set(self.method_config) - known)
         if unknown:
             raise ConfigError(f"method_config has {unknown}, which {self.method} does not take; "
-                              f"its fields are {sorted(known - set(top_level))}.")
-        clash = sorted(set(self.method_config) & set(top_level))
+                              f"its fields are {sorted(known - set(SHARED_FIELDS))}.")
+        clash = sorted(set(self.method_config) & set(SHARED_FIELDS))
         if clash:
             raise ConfigError(f"set {clash} at the top level of the config, not in method_config.")
         return cls(**shared, **self.method_config)
@@ -126,6 +137,8 @@ class TrainConfig:
         return cls.from_dict(read_config_file(path))
 
 
+# Method config fields that the training config holds at its top level (PEFT's vocabulary).
+SHARED_FIELDS = ("rank", "alpha", "dropout", "targets", "rank_pattern", "alpha_pattern", "layers_to_transform")
 FIELD_TYPES = typing.get_type_hints(TrainConfig)
 FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
 ALIASES = {
@@ -164,7 +177,9 @@ def _checked_type(name: str, value: Any, hint: Any) -> Any:
             return value
         if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if base is list and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        item = (typing.get_args(kind) or (str,))[0]
+        if base is list and isinstance(value, (list, tuple)) and all(
+                isinstance(v, item) and not isinstance(v, bool) for v in value):
             return list(value)
         if base in (int, str, bool, dict) and isinstance(value, base):
             if not (base is int and isinstance(value, bool)):  # a bool is an int to isinstance, not a size
@@ -215,7 +230,13 @@ def _check_values(c: TrainConfig) -> None:
 
         for task in _as_list(c.task):
             require(task in list_tasks(), f"unknown task {task!r}; bundled tasks: {', '.join(list_tasks())}.")
-    c.adapter_config()  # unknown method, bad rank, stray method_config keys
+    c.adapter_config()  # unknown method, bad rank, fields the method does not use, stray method_config keys
+    from ..optim import OPTIMIZERS, optimizer_options
+
+    OPTIMIZERS.get(c.optimizer)
+    stray = sorted(set(c.optimizer_config) - optimizer_options(c.optimizer))
+    require(not stray, f"optimizer_config has {stray}, which {c.optimizer} does not take; it takes "
+                       f"{sorted(optimizer_options(c.optimizer))}.")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

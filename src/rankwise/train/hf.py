@@ -13,7 +13,9 @@ Which hook runs where:
                      parameters in place rather than replace them.
     regularizer      on_pre_optimizer_step: its gradient is back-propagated and added to the gradients
                      once per optimizer step (equal to adding it to every micro-batch's loss / accumulation).
-    after_step       on_step_end, with state.global_step.
+    after_step       on_step_end, with a StepContext: state.global_step, the optimizer and scheduler,
+                     state.max_steps, and the learning rates of the step just taken (recorded in
+                     on_optimizer_step, before the Trainer steps the scheduler).
     finalize         on_train_end.
 
 Difference from rankwise's own loop (rankwise.train.loop), where the regularizer is part of the loss:
@@ -31,15 +33,19 @@ import itertools
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
-from ..adapters import hooks
+from ..adapters import StepContext, hooks
+from ..optim import build_optimizer as build_named
 
 
-def build_optimizer(model: torch.nn.Module, args: TrainingArguments) -> torch.optim.AdamW:
-    """AdamW over the active methods' parameter groups (their per-parameter learning rates), with the
-    Trainer's lr, weight decay, betas and eps; pass as Trainer(optimizers=(build_optimizer(...), None))."""
-    return torch.optim.AdamW(hooks.param_groups(model, args.learning_rate), lr=args.learning_rate,
-                             weight_decay=args.weight_decay, betas=(args.adam_beta1, args.adam_beta2),
-                             eps=args.adam_epsilon)
+def build_optimizer(model: torch.nn.Module, args: TrainingArguments, name: str = "adamw",
+                    **options) -> torch.optim.Optimizer:
+    """Optimizer `name` (rankwise.optim; AdamW by default, with the Trainer's betas and eps) over the
+    active methods' parameter groups, with the Trainer's lr and weight decay; pass it as
+    Trainer(optimizers=(build_optimizer(model, args), None))."""
+    if name == "adamw":
+        options = {"betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon, **options}
+    return build_named(name, hooks.param_groups(model, args.learning_rate), lr=args.learning_rate,
+                       weight_decay=args.weight_decay, **options)
 
 
 def first_batches(dataloader, count: int, batch_size: int, device: torch.device) -> list[dict]:
@@ -60,6 +66,7 @@ class RankwiseCallback(TrainerCallback):
         self.init_batches = init_batches
         self.initialised = False
         self.last_regularizer: float | None = None
+        self._group_lrs: list[float] | None = None
 
     def _init_from_data(self, args, state, model, train_dataloader) -> None:
         self.initialised = True
@@ -83,8 +90,13 @@ class RankwiseCallback(TrainerCallback):
             penalty.backward()
             self.last_regularizer = float(penalty.detach())
 
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        hooks.after_step(model, state.global_step)
+    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        if optimizer is not None:
+            self._group_lrs = [group["lr"] for group in optimizer.param_groups]
+
+    def on_step_end(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
+        context = StepContext(state.global_step, optimizer, lr_scheduler, state.max_steps or None, self._group_lrs)
+        hooks.after_step(model, context)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         hooks.finalize(model)

@@ -1,4 +1,5 @@
-"""The training loop: AdamW over the method's parameter groups, warmup + cosine, accelerate for scale.
+"""The training loop: the configured optimizer (AdamW by default) over the method's parameter groups,
+warmup + cosine, accelerate for scale. Hooks get a StepContext with the optimizer and scheduler.
 
 `train` runs the optimizer steps on an already-adapted model and pre-encoded examples; `finetune`
 (rankwise.train.run) wraps it with loading, evaluation and saving. Everything that decides the
@@ -22,9 +23,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..adapters import hooks, layers_of
-from ..adapters.api import load_layer_state
+from ..adapters import StepContext, hooks, load_state
 from ..errors import ConfigError
+from ..optim import build_optimizer
 from .checkpoint import capture_rng, read_checkpoint, restore_rng, rotate_checkpoints, write_checkpoint
 from .config import TrainConfig
 from .schedule import build_scheduler, warmup_steps_for
@@ -69,12 +70,6 @@ def _check_fingerprint(saved: dict, current: dict, path: Path) -> None:
                           "settings it was saved with, or start fresh in another output_dir.")
 
 
-def _load_adapter_tensors(model: nn.Module, name: str, tensors: dict[str, torch.Tensor]) -> None:
-    # the same per-layer loader (and shape/missing-key errors) that adapt(state=...) uses
-    for path, adapter in layers_of(model, name).items():
-        load_layer_state(adapter, path, tensors)
-
-
 def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_token_id: int,
           accelerator=None, resume_from: Path | None = None, extra_state: dict | None = None,
           evaluate: Callable[[int], dict] | None = None, finalize: bool = True) -> dict:
@@ -108,9 +103,10 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
     # change an init made outside them is reproduced exactly (same data, same seed).
     hooks.init_from_data(model, [micro_batch(m * batch) for m in range(config.init_batches)])
     if saved is not None:
-        _load_adapter_tensors(model, config.adapter_name, saved["adapter"])
-    optimizer = torch.optim.AdamW(hooks.param_groups(model, config.learning_rate), lr=config.learning_rate,
-                                  weight_decay=config.weight_decay)
+        load_state(model, config.adapter_name, saved["adapter"], resume_from)
+    optimizer = build_optimizer(config.optimizer, hooks.param_groups(model, config.learning_rate),
+                                lr=config.learning_rate, weight_decay=config.weight_decay,
+                                **config.optimizer_config)
     warmup = warmup_steps_for(config.max_steps, config.warmup_steps, config.warmup_ratio)
     scheduler = build_scheduler(optimizer, warmup, config.max_steps)
     step = 0
@@ -131,7 +127,8 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
     wrapped.train()
     loss_value = float("nan")
     while step < config.max_steps:
-        lr = optimizer.param_groups[0]["lr"]
+        group_lrs = [group["lr"] for group in optimizer.param_groups]
+        lr = group_lrs[0]
         losses = []
         for micro in range(accum):
             start = ((step * accum + micro) * world + rank) * batch
@@ -146,7 +143,7 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
             losses.append(loss.detach())
         scheduler.step()
         step += 1
-        hooks.after_step(model, step)
+        hooks.after_step(model, StepContext(step, optimizer, scheduler, config.max_steps, group_lrs))
         loss_value = accelerator.reduce(torch.stack(losses).mean(), "mean").item()
         record = {"step": step, "loss": loss_value, "lr": lr}
         if penalty is not None:

@@ -82,11 +82,7 @@ def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     model, tokenizer = load(config.model)
     phases = config.sequence()  # one config per task; several for a continual-learning sequence
     splits = [split_examples(phase) for phase in phases]
-    adapter_config = config.adapter_config()
-    if len(phases) > 1 and "task_steps" in {f.name for f in dataclasses.fields(adapter_config)} \
-            and "task_steps" not in config.method_config:
-        adapter_config.task_steps = config.max_steps  # per-task schedules (CoDyRA) span one task's steps
-    adapt(model, config.method, name=config.adapter_name, config=adapter_config)
+    adapt(model, config.method, name=config.adapter_name, config=config.adapter_config())
     counts = trainable_parameters(model)
     say(f"rankwise: {config.method} on {config.model}: {counts['trainable']:,} trainable of "
         f"{counts['total']:,} parameters; {sum(len(t) for t, _ in splits)} training examples, "

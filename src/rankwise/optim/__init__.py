@@ -1,0 +1,12 @@
+"""Optimizers by name, for rankwise's loop, the Hugging Face callback and any other loop.
+
+    optimizer = build_optimizer("adamw", hooks.param_groups(model, lr), lr=lr, weight_decay=0.0)
+
+Each entry is a plain function (param_groups, lr, weight_decay, **options) -> torch.optim.Optimizer,
+registered under its name; TrainConfig.optimizer picks one and TrainConfig.optimizer_config holds its
+options. Projected optimizers (GaLore-style) register here too.
+"""
+
+from .registry import OPTIMIZERS, build_optimizer, optimizer_options
+
+__all__ = ["OPTIMIZERS", "build_optimizer", "optimizer_options"]
