@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import rankwise
-from rankwise.adapters import hooks
+from rankwise.adapters import StepContext, hooks
 from rankwise.adapters.lora import Lora
 
 STEPS = 150
@@ -43,7 +43,7 @@ def _train_in_sequence(method, **fields):
             optimizer.zero_grad()
             loss(X, Y).backward()
             optimizer.step()
-            hooks.after_step(model, step)
+            hooks.after_step(model, StepContext(step + 1, optimizer, total_steps=STEPS))  # 1-based
         if method == "codyra":
             hooks.end_task(model)
     with torch.no_grad():
@@ -123,3 +123,9 @@ def test_threshold_schedule_follows_the_code():
     # dense for 50 steps; then κ = linspace(0, .01, 5)[1 + (t - 50) // 10]
     values = [layer.threshold_at(t) for t in (0, 50, 51, 60, 75, 99)]
     assert values == pytest.approx([0, 0, 0.0025, 0.005, 0.0075, 0.01])
+    # Without task_steps, T is the loop's steps per task, which the StepContext carries.
+    unset = rankwise.adapt(nn.Sequential(nn.Linear(8, 8)), "codyra", rank=2, dense_fraction=0.5,
+                           max_threshold=0.01, threshold_values=5)[0].adapters["default"]
+    assert [unset.threshold_at(t, 100) for t in (0, 50, 51, 60, 75, 99)] == pytest.approx(values)
+    with pytest.raises(rankwise.errors.ConfigError, match="steps per task"):
+        unset.threshold_at(51)

@@ -84,3 +84,23 @@ def test_no_warning_when_the_budget_holds():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         lift.refresh()
+
+
+def test_a_refresh_resets_the_optimizer_moments_of_the_slots_it_reuses():
+    model, _, lift = _lift(rank=2, filter_rank=3, refresh_every=1)
+    optimizer = torch.optim.AdamW([lift.values], lr=1e-2)
+    x, y = torch.randn(16, 40), torch.randn(16, 24)
+    ((model(x) - y) ** 2).mean().backward()
+    optimizer.step()
+    with torch.no_grad():
+        lift.values.mul_(50.0)  # a large ΔW moves the principal weights, so some slots change hands
+    old = lift.indices.clone()
+    moments = {k: v.clone() for k, v in optimizer.state[lift.values].items()}
+    lift.after_step(StepContext(1, optimizer))
+    moved = lift.indices != old
+    assert 0 < int(moved.sum()) < moved.numel()
+    state = optimizer.state[lift.values]
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert torch.count_nonzero(state[key][moved]) == 0, key  # a new entry starts without history
+        assert torch.equal(state[key][~moved], moments[key][~moved]), key  # staying entries keep theirs
+    assert torch.equal(state["step"], moments["step"])

@@ -97,3 +97,19 @@ def test_a_squeezed_adapter_and_its_final_lora_save_and_load(tiny_ids, tmp_path)
     assert {type(a).name for a in layers_of(loaded, "default").values()} == {"lora"}
     with torch.no_grad():
         torch.testing.assert_close(loaded(tiny_ids).logits, expected, atol=1e-5, rtol=0)
+
+
+def test_a_squeeze_resets_the_factors_optimizer_moments():
+    from rankwise.adapters import StepContext
+
+    model, adapter = _squeeze(rank=2, source_rank=8, squeeze_start=0, squeeze_steps=2, squeeze_every=1)
+    optimizer = torch.optim.AdamW([adapter.lora_A, adapter.lora_B], lr=1e-2)
+    x, target = torch.randn(16, 24), torch.randn(16, 20)
+    ((model(x) - target) ** 2).mean().backward()
+    optimizer.step()
+    assert all(torch.count_nonzero(optimizer.state[p]["exp_avg"]) > 0 for p in (adapter.lora_A, adapter.lora_B))
+    hooks.after_step(model, StepContext(1, optimizer))  # squeezes 8 -> 5: A and B now hold another basis
+    assert adapter.active_rank == 5
+    for param in (adapter.lora_A, adapter.lora_B):
+        assert torch.count_nonzero(optimizer.state[param]["exp_avg"]) == 0
+        assert torch.count_nonzero(optimizer.state[param]["exp_avg_sq"]) == 0
