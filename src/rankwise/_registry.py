@@ -53,12 +53,14 @@ class Family:
               and only then installs them; a bad state leaves the model untouched.
     layout:   layout(model, name) -> (method, config, plan, state) of what is installed under `name`,
               where config is the config the plan was made from.
+    installed: installed(model) -> the names this family has installed in `model`, in the order to apply them.
     """
 
     name: str
     methods: Registry[Any]
     apply: Callable[..., Any]
     layout: Callable[..., tuple]
+    installed: Callable[..., list[str]]
 
 
 FAMILIES: Registry[Family] = Registry("method family")

@@ -265,4 +265,5 @@ def _apply_saved(model: nn.Module, method: str, name: str, config: AdapterConfig
         raise AdapterFileError(f"{source}: {err}") from None
 
 
-FAMILIES.register("adapter")(Family("adapter", ADAPTERS, apply=_apply_saved, layout=layout))
+FAMILIES.register("adapter")(
+    Family("adapter", ADAPTERS, apply=_apply_saved, layout=layout, installed=adapter_names))

@@ -33,7 +33,7 @@ _SAMPLE_VALUES = 1 << 16
 _TENSORS_PER_KIND = 4  # first two and last two of each kind
 
 
-def _base_name(name: str, wrappers: dict[str, Wrapper]) -> str | None:
+def base_name(name: str, wrappers: dict[str, Wrapper]) -> str | None:
     """`name` as it would be without adapter wrappers (`q_proj.base.weight` -> `q_proj.weight`);
     None for anything inside an adapter."""
     parts = name.split(".")
@@ -53,9 +53,9 @@ def base_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
     wrappers = _wrappers(model)
     found: dict[str, torch.Tensor] = {}
     for name, param in model.named_parameters():
-        base_name = _base_name(name, wrappers) if wrappers else name
-        if base_name is not None:
-            found[base_name] = param
+        unwrapped = base_name(name, wrappers) if wrappers else name
+        if unwrapped is not None:
+            found[unwrapped] = param
     return found
 
 
@@ -66,7 +66,7 @@ def _linear_weight_names(model: nn.Module) -> tuple[set[str], set[str]]:
     plain, wrapped = set(), set()
     for path, module in model.named_modules():
         if isinstance(module, nn.Linear):
-            base_path = _base_name(path, wrappers)
+            base_path = base_name(path, wrappers)
             if base_path is not None:
                 prefix = f"{base_path}." if base_path else ""
                 names = {prefix + leaf for leaf, _ in module.named_parameters()}

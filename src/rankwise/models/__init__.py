@@ -12,6 +12,7 @@ import torch
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from ..errors import ConfigError
+from ..io.model_folder import is_model_folder, load_model
 from .embedded import EMBEDDED, ModelPackageMissing, package_file
 from .gguf import cache_root, ensure_converted, ensure_tokenizer
 from .tiny import tiny_llama
@@ -20,7 +21,9 @@ __all__ = ["EMBEDDED", "ModelPackageMissing", "cache_root", "load"]
 
 
 def load(name_or_path: str, dtype: torch.dtype = torch.float32, *, seed: int = 0):
-    """(model, tokenizer) in eval mode, for an embedded name, a local HF folder or a local .gguf file.
+    """(model, tokenizer) in eval mode, for an embedded name, a local HF folder or a local .gguf file,
+    or a folder rankwise.io.save_model wrote (a compressed or adapted model; tokenizer None if none was
+    saved with it).
 
     Embedded names are in EMBEDDED. A .gguf (SmolLM2's included) is dequantized once and cached as
     safetensors under $RANKWISE_CACHE (default ~/.cache/rankwise). Nothing is ever downloaded.
@@ -35,6 +38,10 @@ def load(name_or_path: str, dtype: torch.dtype = torch.float32, *, seed: int = 0
     if name == "minilm-l6":
         return _load_folder(package_file(name), dtype)
     path = Path(name).expanduser()
+    if path.is_dir() and is_model_folder(path):  # a model saved with rankwise.io.save_model
+        model = load_model(path, lambda folder: _load_folder(folder, dtype, tokenizer=False)[0])
+        has_tokenizer = (path / "tokenizer_config.json").is_file()
+        return model.eval(), _tokenizer_of(path) if has_tokenizer else None
     if path.is_file() and path.suffix == ".gguf":
         return _load_folder(ensure_converted(path.resolve()), dtype)
     if path.is_dir():
@@ -62,7 +69,7 @@ def _is_causal_lm(folder: Path) -> bool:
     return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
 
 
-def _load_folder(folder: Path, dtype: torch.dtype):
+def _load_folder(folder: Path, dtype: torch.dtype, tokenizer: bool = True):
     auto = AutoModelForCausalLM if _is_causal_lm(folder) else AutoModel
     model = auto.from_pretrained(folder, dtype=dtype, local_files_only=True)
-    return model.eval(), _tokenizer_of(folder)
+    return model.eval(), _tokenizer_of(folder) if tokenizer else None
