@@ -21,9 +21,11 @@ demo: $(STAMP)
 	$(VENV)/bin/rankwise finetune --config examples/demo.json
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
 	$(PY) -m pytest -n 2 tests
 
 test-fast: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
 	$(PY) -m pytest -n 2 -m "not slow" tests
 
 bench: $(STAMP)

@@ -4,8 +4,9 @@ registry of families itself, through which io/ reaches a family without importin
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .errors import ConfigError
 

@@ -10,8 +10,6 @@ from rankwise.adapters._gates import BIT_LEVELS, chained, hard_concrete_p_open, 
 from rankwise.adapters.bayesian_lora import quantize, report
 
 
-
-
 def test_nested_quantization_lands_on_each_grid_and_is_exact_when_all_open():
     x = torch.randn(7, 5)
     terms = nested_quantization(x)

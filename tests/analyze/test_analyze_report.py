@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from rankwise.analyze import analyze_weights, compare, gradient_spectra, head_composition, rank_examples, write_report
+from rankwise.analyze import (
+    analyze_weights,
+    compare,
+    gradient_spectra,
+    head_composition,
+    rank_examples,
+    write_report,
+)
 from tests.conftest import make_tiny_llama
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

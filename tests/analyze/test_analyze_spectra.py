@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from rankwise.analyze import (effective_rank, esd, powerlaw_alpha, singular_values, stable_rank, welore_label,
-                              welore_tau)
+from rankwise.analyze import (
+    effective_rank,
+    esd,
+    powerlaw_alpha,
+    singular_values,
+    stable_rank,
+    welore_label,
+    welore_tau,
+)
 
 
 def _with_spectrum(s, m=12, n=8, seed=0):

@@ -7,8 +7,8 @@ import pytest
 
 from rankwise import ADAPTERS
 from rankwise.adapters import adapter_names
-from rankwise.train import evaluate
 from rankwise.cli.main import main
+from rankwise.train import evaluate
 
 TINY = ["model=tiny-llama", "task=iso-dates", "max_length=96", "eval_size=2", "max_new_tokens=4",
         "per_device_train_batch_size=2", "eval_batch_size=2", "progress=false"]

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from rankwise import ADAPTERS
-from rankwise.cli.main import main
 from rankwise.adapters import layers_of
+from rankwise.cli.main import main
 from rankwise.io import load_adapter
 from rankwise.models import load
 

@@ -4,11 +4,12 @@ import json
 
 import pytest
 import torch
-from .train_helpers import adapted_tiny_llama, adapter_tensors, synthetic_features, tiny_config
 
 from rankwise.adapters import hooks
 from rankwise.errors import ConfigError
 from rankwise.train import list_checkpoints, resolve_resume, train
+
+from .train_helpers import adapted_tiny_llama, adapter_tensors, synthetic_features, tiny_config
 
 FEATURES = synthetic_features(n=10)
 

@@ -2,11 +2,11 @@
 
 import json
 
+import pytest
+
 from rankwise.cli.main import main
 from rankwise.errors import ConfigError
 from rankwise.train import TrainConfig
-
-import pytest
 
 
 def _task_file(path, offset):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import torch
-from ..conftest import TINY_VOCAB, make_tiny_llama
 
 import rankwise
 from rankwise.adapters import layers_of
 from rankwise.train import TrainConfig
+
+from ..conftest import TINY_VOCAB, make_tiny_llama
 
 
 def synthetic_features(n: int = 12, length: int = 8, prompt: int = 3, seed: int = 0) -> list[dict]:

@@ -8,10 +8,10 @@ import importlib
 import pkgutil
 
 from .api import (
+    active_adapters,
     adapt,
     adapted_layers,
     adapter_names,
-    active_adapters,
     disable,
     disabled,
     enable,

@@ -35,8 +35,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -76,7 +77,7 @@ class AdapterConfig:
         return {f.name for f in dataclasses.fields(cls)}
 
     @classmethod
-    def create(cls, method: str, **values: Any) -> "AdapterConfig":
+    def create(cls, method: str, **values: Any) -> AdapterConfig:
         """cls(**values), but a field the method does not have is a ConfigError that names it."""
         unknown = sorted(set(values) - cls.field_names())
         if unknown:
@@ -89,7 +90,7 @@ class AdapterConfig:
         return {f.name.removesuffix("_pattern"): getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.name.endswith("_pattern") and getattr(self, f.name)}
 
-    def for_layer(self, path: str) -> "AdapterConfig":
+    def for_layer(self, path: str) -> AdapterConfig:
         """This layer's config: each `<field>_pattern` whose regex matches `path` sets `<field>`."""
         from ..surgery import pattern_value
 
@@ -105,7 +106,7 @@ class AdapterConfig:
         return out
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], *, dropped: Iterable[str] = ()) -> "AdapterConfig":
+    def from_dict(cls, values: dict[str, Any], *, dropped: Iterable[str] = ()) -> AdapterConfig:
         """Build from saved values; `dropped` names fields older files wrote that this method no longer has."""
         known = cls.field_names()
         unknown = sorted(set(values) - known - set(dropped))
@@ -313,17 +314,17 @@ class Adapter(nn.Module):
     def end_task(self) -> None:
         """Called between the tasks of a continual-learning sequence (CoDyRA: prune, freeze, reset)."""
 
-    def finalize(self) -> "Adapter | None":
+    def finalize(self) -> Adapter | None:
         """Called once after training; may return a replacement (SoRA returns a smaller plain LoRA)."""
         return None
 
     # per model ---------------------------------------------------------------------------------
     @classmethod
-    def init_from_data(cls, model: nn.Module, layers: dict[str, "Adapter"], batches: Iterable[dict]) -> None:
+    def init_from_data(cls, model: nn.Module, layers: dict[str, Adapter], batches: Iterable[dict]) -> None:
         pass
 
     @classmethod
-    def param_groups(cls, layers: dict[str, "Adapter"], lr: float) -> list[dict]:
+    def param_groups(cls, layers: dict[str, Adapter], lr: float) -> list[dict]:
         params = [p for layer in layers.values() for p in layer.parameters() if p.requires_grad]
         return [{"params": params, "lr": lr}]
 

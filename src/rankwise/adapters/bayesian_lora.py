@@ -33,8 +33,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ._gates import (BIT_LEVELS, chained, expected_bits, hard_concrete_open, hard_concrete_p_open,
-                     hard_concrete_sample, nested_quantization)
+from ._gates import (
+    BIT_LEVELS,
+    chained,
+    expected_bits,
+    hard_concrete_open,
+    hard_concrete_p_open,
+    hard_concrete_sample,
+    nested_quantization,
+)
 from .api import layers_of
 from .base import Adapter, LowRankConfig, make_dropout, register
 

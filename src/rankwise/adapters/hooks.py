@@ -13,7 +13,7 @@ Each call visits the active adapters of a model and dispatches to their method's
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

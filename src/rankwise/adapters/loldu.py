@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..linalg.structured import ldu
-from .base import AlphaField, Adapter, RankField, register
+from .base import Adapter, AlphaField, RankField, register
 
 
 @dataclass

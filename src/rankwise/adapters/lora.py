@@ -57,7 +57,7 @@ class Lora(Adapter):
 
     @classmethod
     @torch.no_grad()
-    def from_factors(cls, A: torch.Tensor, B: torch.Tensor, scale: float, config: AdapterConfig) -> "Lora":
+    def from_factors(cls, A: torch.Tensor, B: torch.Tensor, scale: float, config: AdapterConfig) -> Lora:
         """A plain LoRA whose update s·B A is exactly the given factors' (no ranks at all: a zero update).
 
         `config` supplies dropout and targets; its rank and alpha are set to the factors' rank and

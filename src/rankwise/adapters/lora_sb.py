@@ -23,8 +23,8 @@ that trains, but not LoRA-SB; the training loop always calls init_from_data firs
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import torch
 from torch import nn

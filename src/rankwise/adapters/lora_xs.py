@@ -26,7 +26,16 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..linalg import top_svd
-from .base import Adapter, AdapterConfig, DropoutField, LowRankConfig, RankField, SvdField, make_dropout, register
+from .base import (
+    Adapter,
+    AdapterConfig,
+    DropoutField,
+    LowRankConfig,
+    RankField,
+    SvdField,
+    make_dropout,
+    register,
+)
 
 
 @dataclass

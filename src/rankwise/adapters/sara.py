@@ -149,7 +149,7 @@ class Sara(Adapter):
         self.live &= still_small
 
     @classmethod
-    def init_from_data(cls, model: nn.Module, layers: dict[str, "Adapter"], batches) -> None:
+    def init_from_data(cls, model: nn.Module, layers: dict[str, Adapter], batches) -> None:
         """Number the eligible layers, so that one of them is drawn per step for the nuclear norm."""
         eligible = [layer for layer in layers.values() if layer._eligible()]
         for slot, layer in enumerate(eligible):

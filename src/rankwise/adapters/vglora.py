@@ -20,16 +20,15 @@ available to us, so it is off by default. low_rank defaults to max(1, rank // 4)
 from __future__ import annotations
 
 import contextlib
-import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .base import Adapter, LowRankConfig, make_dropout, register
+from .base import Adapter, LowRankConfig, register
 from .lora import init_lora_factors, lora_delta
 
 

@@ -14,7 +14,7 @@ and keep the xmin with the smallest D. Standard error σ_α = (α − 1)/√n.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -7,7 +7,7 @@ function returns plain Python data so results go straight into JSON.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -125,9 +125,8 @@ MODES = [_mode_weights, _mode_compare, _mode_gradients, _mode_heads, _mode_resid
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     from ..analyze import write_report
-    from ..models import load
-
     from ..errors import ConfigError
+    from ..models import load
 
     # Checked before the model loads: a typo should not cost the minutes the weights section takes.
     for folder in args.compare or []:

@@ -10,8 +10,8 @@ import argparse
 import sys
 
 from ..errors import RankwiseError
-from . import eval as eval_cmd
 from . import analyze, finetune, generate, methods
+from . import eval as eval_cmd
 
 COMMANDS = [finetune, eval_cmd, generate, methods, analyze]
 

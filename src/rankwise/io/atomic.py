@@ -25,8 +25,9 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import torch
 

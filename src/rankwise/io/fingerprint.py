@@ -25,8 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..surgery import Wrapper, wrappers as _wrappers
 from ..errors import AdapterFileError, BaseModelMismatch
+from ..surgery import Wrapper
+from ..surgery import wrappers as _wrappers
 
 FINGERPRINT_VERSION = 1
 _SAMPLE_VALUES = 1 << 16

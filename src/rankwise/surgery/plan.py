@@ -12,7 +12,8 @@ matched against a dotted suffix of the path; the first matching key wins).
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from torch import nn
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from ..errors import AdapterFileError
 from ..io.readers import load_tensors, read_json, sha256_file
 

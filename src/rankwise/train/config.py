@@ -102,7 +102,7 @@ class TrainConfig:
             raise ConfigError(f"set {clash} at the top level of the config, not in method_config.")
         return cls(**shared, **self.method_config)
 
-    def sequence(self) -> list["TrainConfig"]:
+    def sequence(self) -> list[TrainConfig]:
         """One single-task config per task (or data file) of a continual-learning list, in order."""
         if isinstance(self.task, list):
             return [dataclasses.replace(self, task=task) for task in self.task]
@@ -114,7 +114,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a dict, accepting aliases and dash spellings; unknown keys raise with close names."""
         resolved: dict[str, Any] = {}
         unknown = []
@@ -132,7 +132,7 @@ class TrainConfig:
         return cls(**resolved)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "TrainConfig":
+    def from_file(cls, path: str | Path) -> TrainConfig:
         """Read a JSON (or, with PyYAML installed, YAML) config file."""
         return cls.from_dict(read_config_file(path))
 
@@ -208,7 +208,7 @@ def _check_values(c: TrainConfig) -> None:
     require(not (c.warmup_steps and c.warmup_ratio), "set warmup_steps or warmup_ratio, not both.")
     require(0 <= c.eval_split < 1, f"eval_split must be in [0, 1), got {c.eval_split}.")
     require(c.eval_size is None or c.eval_size >= 0, "eval_size must be 0 or more (0 skips evaluation).")
-    require(c.save_total_limit is None or c.save_total_limit >= 1, 
+    require(c.save_total_limit is None or c.save_total_limit >= 1,
             "save_total_limit must be 1 or more, or null.")
     require((c.task is None) != (c.data is None),
             "give exactly one of task=<bundled task> or data=<file.jsonl>"

@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -82,8 +82,9 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
     sequence of tasks finalizes after the last one). Returns {"step", "loss", "log"}.
     """
     from accelerate.utils import gather_object
-    from ..data import collate
     from tqdm.auto import tqdm
+
+    from ..data import collate
 
     accelerator = accelerator or make_accelerator(config)
     world, rank = accelerator.num_processes, accelerator.process_index

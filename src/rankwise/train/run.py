@@ -58,8 +58,7 @@ def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
     from ..data import encode_example
-    from ..io import save_adapter
-    from ..io import read_json, write_json
+    from ..io import read_json, save_adapter, write_json
     from ..models import load
     from .evaluate import exact_match
     from .plot import plot_loss  # matplotlib loads in about a second: only when a run draws
