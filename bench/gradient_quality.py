@@ -54,7 +54,8 @@ def main() -> None:
         seconds = time.perf_counter() - started
         rows[name] = {"layers": len(spectra["layers"]), "seconds": round(seconds, 1)}
         for by in ("nuclear_norm", "effective_rank"):
-            scores = {r["index"]: r["score"] for r in rank_examples(model, tokenizer, examples, by=by, spectra=spectra)}
+            scores = {r["index"]: r["score"]
+                      for r in rank_examples(model, tokenizer, examples, by=by, spectra=spectra)}
             rows[name][f"auc_{by}"] = auc([scores[i] for i, ok in enumerate(clean) if ok],
                                           [scores[i] for i, ok in enumerate(clean) if not ok])
         losses = [r["loss"] for r in spectra["examples"]]
@@ -63,14 +64,17 @@ def main() -> None:
                                      [-l for l, ok in zip(losses, clean) if not ok])
         print(name, rows[name], flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"model": args.model, "examples": len(examples), **rows}, indent=2) + "\n")
+    Path(args.out).write_text(
+        json.dumps({"model": args.model, "examples": len(examples), **rows}, indent=2) + "\n"
+    )
 
-    print(f"\n{args.model}, {len(examples)} iso-dates examples, half with a wrong answer; AUC clean vs corrupted\n")
+    print(f"\n{args.model}, {len(examples)} iso-dates examples, half with a wrong answer; "
+          "AUC clean vs corrupted\n")
     print("| targets | layers | nuclear norm | effective rank | loss (baseline) |")
     print("|---|---:|---:|---:|---:|")
     for name, row in rows.items():
-        print(f"| {name} | {row['layers']} | {row['auc_nuclear_norm']:.3f} | {row['auc_effective_rank']:.3f} | "
-              f"{row['auc_loss']:.3f} |")
+        print(f"| {name} | {row['layers']} | {row['auc_nuclear_norm']:.3f} | "
+              f"{row['auc_effective_rank']:.3f} | {row['auc_loss']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ Reproduces the check of "LoRA vs Full Fine-tuning: An Illusion of Equivalence" (
 on SmolLM2-135M and the bundled iso-dates task: three fine-tunes of every linear layer through the same
 loop, data, batches and schedule (examples/demo.json), differing only in the parameterisation and the
 learning rate. The learning rates keep the paper's ratios (r=1 : r=8 : full = 3e-4 : 1.5e-4 : 1e-5),
-scaled so that rank 8 uses the demo's 1e-3 (times --lr-scale). Then `rankwise analyze` compares each fine-tune with the
-base (k = 10, ε = 0.5, the paper's defaults) into one report, and this script also counts intruders at
-ε ∈ {0.3, 0.5, 0.7} from the stored similarities. A finished run (results.json present) is reused.
+scaled so that rank 8 uses the demo's 1e-3 (times --lr-scale). Then `rankwise analyze` compares each
+fine-tune with the base (k = 10, ε = 0.5, the paper's defaults) into one report, and this script also
+counts intruders at ε ∈ {0.3, 0.5, 0.7} from the stored similarities. A finished run (results.json
+present) is reused.
 
 Results: <out>/report/ (report.html, intruders.png, report.json) and bench/results/intruders_demo.json.
 """
@@ -56,8 +57,8 @@ def main() -> None:
                                    output_dir=str(run_dir)))
             print(f"{name}: trained in {time.perf_counter() - started:.0f} s", flush=True)
         trained = json.loads((run_dir / "results.json").read_text())
-        rows[name] = {"method": method, "rank": rank, "alpha": alpha, "learning_rate": lr, "steps": args.steps,
-                      "tuned_exact_match": trained["tuned_exact_match"],
+        rows[name] = {"method": method, "rank": rank, "alpha": alpha, "learning_rate": lr,
+                      "steps": args.steps, "tuned_exact_match": trained["tuned_exact_match"],
                       "base_exact_match": trained["base_exact_match"]}
 
     report = out / "report"
@@ -84,7 +85,8 @@ def main() -> None:
 
     print(f"\n{args.steps} steps each; intruder dimensions among the top-10 directions of "
           f"{len(next(iter(compared.values()))['layers'])} matrices\n")
-    print("| run | lr | exact match | min similarity | " + " | ".join(f"intruders ε={eps}" for eps in THRESHOLDS) + " |")
+    print("| run | lr | exact match | min similarity | "
+          + " | ".join(f"intruders ε={eps}" for eps in THRESHOLDS) + " |")
     print("|---|---:|---:|---:|" + "---:|" * len(THRESHOLDS))
     for name, row in rows.items():
         counts = " | ".join(str(row["intruders"][str(eps)]) for eps in THRESHOLDS)

@@ -77,7 +77,9 @@ def main() -> None:
     base.config.use_cache = False
     ids = torch.randint(0, base.config.vocab_size, (args.batch, args.seq))
 
-    ours = rankwise.adapt(copy.deepcopy(base), "lora", rank=args.rank, alpha=2 * args.rank, targets="all-linear")
+    ours = rankwise.adapt(
+        copy.deepcopy(base), "lora", rank=args.rank, alpha=2 * args.rank, targets="all-linear"
+    )
     theirs = get_peft_model(
         copy.deepcopy(base), LoraConfig(r=args.rank, lora_alpha=2 * args.rank, target_modules="all-linear")
     )
@@ -94,8 +96,12 @@ def main() -> None:
         "base_forward": _forward(base, ids),
         "merged_forward": _forward(merged, ids),
         "frozen_base_step": _frozen_step(frozen, ids),
-        "rankwise_lora_step": _train_step(ours, torch.optim.AdamW([p for p in ours.parameters() if p.requires_grad], 1e-4), ids),
-        "peft_lora_step": _train_step(theirs, torch.optim.AdamW([p for p in theirs.parameters() if p.requires_grad], 1e-4), ids),
+        "rankwise_lora_step": _train_step(
+            ours, torch.optim.AdamW([p for p in ours.parameters() if p.requires_grad], 1e-4), ids
+        ),
+        "peft_lora_step": _train_step(
+            theirs, torch.optim.AdamW([p for p in theirs.parameters() if p.requires_grad], 1e-4), ids
+        ),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
     for round_index in range(args.warmup + args.rounds):

@@ -1,11 +1,13 @@
 """rankwise: low-rank methods across a model's life, behind one small interface."""
 
+from ._version import __version__
 from .adapters import (
     ADAPTERS,
     adapt,
     disable,
     disabled,
     enable,
+    hooks,
     merge,
     set_active,
     trainable_parameters,
@@ -13,12 +15,24 @@ from .adapters import (
     unmerge,
 )
 from .errors import RankwiseError
-from .io import load_adapter, save_adapter
+from .io import load_adapter, save_adapter, save_model
 from .train import TrainConfig, finetune
 
-__version__ = "0.1.0"
-
 __all__ = [
-    "ADAPTERS", "RankwiseError", "TrainConfig", "adapt", "disable", "disabled", "enable", "finetune",
-    "load_adapter", "merge", "save_adapter", "set_active", "trainable_parameters", "unload", "unmerge", "__version__",
+    "ADAPTERS", "RankwiseCallback", "RankwiseError", "TrainConfig", "adapt", "analyze", "disable", "disabled",
+    "enable", "finetune", "hooks", "load_adapter", "merge", "save_adapter", "save_model", "set_active",
+    "trainable_parameters", "unload", "unmerge", "__version__",
 ]
+
+
+def __getattr__(name: str):
+    # Imported on first use: the Trainer callback pulls in transformers' Trainer, analyze matplotlib.
+    if name == "RankwiseCallback":
+        from .train.hf import RankwiseCallback
+
+        return RankwiseCallback
+    if name == "analyze":
+        import importlib
+
+        return importlib.import_module(".analyze", __name__)
+    raise AttributeError(f"module 'rankwise' has no attribute {name!r}")

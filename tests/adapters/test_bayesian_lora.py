@@ -39,7 +39,7 @@ def _tiny_regression(bop_weight, steps=40):
     rankwise.adapt(model, "bayesian-lora", rank=4, bop_weight=bop_weight)
     model.train()
     optimizer = torch.optim.Adam([p for g in hooks.param_groups(model, 0.05) for p in g["params"]], lr=0.05)
-    for step in range(steps):
+    for _step in range(steps):
         optimizer.zero_grad()
         loss = ((model(x) - y) ** 2).mean()
         penalty = hooks.regularizer(model)

@@ -31,7 +31,10 @@ def _two_tasks(seed=0):
 def _train_in_sequence(method, **fields):
     model, tasks = _two_tasks()
     rankwise.adapt(model, method, rank=4, **fields)
-    loss = lambda X, Y: ((model(X) - Y) ** 2).mean()
+
+    def loss(X, Y):
+        return ((model(X) - Y) ** 2).mean()
+
     second_start = second_end = None
     for index, (X, Y) in enumerate(tasks):
         # A fresh optimizer per task, as the continual loop must do (A, B, g are re-initialised).

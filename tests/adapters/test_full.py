@@ -16,7 +16,9 @@ def test_adam_on_the_delta_moves_the_layer_exactly_as_full_fine_tuning():
     for p in reference.parameters():
         p.requires_grad_(True)
     full_opt = torch.optim.AdamW(reference.parameters(), lr=1e-2, weight_decay=0.0)
-    delta_opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    delta_opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0
+    )
     x, y = torch.randn(16, 12), torch.randn(16, 4)
     for _ in range(3):
         for net, opt in ((reference, full_opt), (model, delta_opt)):

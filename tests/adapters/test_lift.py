@@ -1,4 +1,5 @@
-"""LIFT: the trained entries are the principal weights (top-K of the rank-r approximation), refreshed on schedule."""
+"""LIFT: the trained entries are the principal weights (top-K of the rank-r approximation),
+refreshed on schedule."""
 
 import warnings
 
@@ -74,7 +75,8 @@ def test_support_budget_bounds_the_saved_state():
     delta = lift.delta_weight().detach().clone()
     with pytest.warns(UserWarning, match="support_budget"):
         lift.refresh()
-    torch.testing.assert_close(lift.delta_weight(), delta, atol=1e-6, rtol=0)  # budget 1: the mask cannot move
+    # budget 1: the mask cannot move
+    torch.testing.assert_close(lift.delta_weight(), delta, atol=1e-6, rtol=0)
 
 
 def test_no_warning_when_the_budget_holds():

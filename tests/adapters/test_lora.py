@@ -25,7 +25,9 @@ def test_lora_matches_loralib_forward_and_merge():
     with torch.no_grad():
         lora.lora_B.normal_()
     reference = loralib.Linear(24, 16, r=4, lora_alpha=8)
-    reference.load_state_dict({"weight": layer.weight, "bias": layer.bias, "lora_A": lora.lora_A, "lora_B": lora.lora_B})
+    reference.load_state_dict(
+        {"weight": layer.weight, "bias": layer.bias, "lora_A": lora.lora_A, "lora_B": lora.lora_B}
+    )
     x = torch.randn(5, 24)
     reference.train()
     torch.testing.assert_close(model(x), reference(x))

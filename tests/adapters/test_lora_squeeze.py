@@ -107,7 +107,9 @@ def test_a_squeeze_resets_the_factors_optimizer_moments():
     x, target = torch.randn(16, 24), torch.randn(16, 20)
     ((model(x) - target) ** 2).mean().backward()
     optimizer.step()
-    assert all(torch.count_nonzero(optimizer.state[p]["exp_avg"]) > 0 for p in (adapter.lora_A, adapter.lora_B))
+    assert all(
+        torch.count_nonzero(optimizer.state[p]["exp_avg"]) > 0 for p in (adapter.lora_A, adapter.lora_B)
+    )
     hooks.after_step(model, StepContext(1, optimizer))  # squeezes 8 -> 5: A and B now hold another basis
     assert adapter.active_rank == 5
     for param in (adapter.lora_A, adapter.lora_B):

@@ -44,7 +44,9 @@ def test_update_is_the_router_weighted_sum_of_the_learners():
     position_embeddings = model.model.rotary_emb(h, torch.arange(5)[None])
     block_out = layer.base(h, position_embeddings=position_embeddings)
     weights = lorra.route(h)
-    expected = block_out + sum(weights[..., i:i + 1] * learner(h, h, True, 0.0) for i, learner in enumerate(lorra.learners))
+    expected = block_out + sum(
+        weights[..., i:i + 1] * learner(h, h, True, 0.0) for i, learner in enumerate(lorra.learners)
+    )
     torch.testing.assert_close(layer(h, position_embeddings=position_embeddings), expected)
 
 
@@ -56,7 +58,9 @@ def test_learners_are_causal_in_a_decoder():
     changed = ids.clone()
     changed[0, -1] = (ids[0, -1] + 1) % TINY_VOCAB  # a different last token must not move earlier positions
     with torch.no_grad():
-        torch.testing.assert_close(model(changed).logits[:, :-1], model(ids).logits[:, :-1], atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            model(changed).logits[:, :-1], model(ids).logits[:, :-1], atol=1e-6, rtol=0
+        )
 
 
 def test_works_on_a_vit_block_and_is_not_causal_there():

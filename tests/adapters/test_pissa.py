@@ -27,7 +27,9 @@ def test_adapter_holds_the_top_singular_part():
 def test_any_alpha_gives_the_same_start():
     _, W, pissa = _pissa(alpha=16)
     x = torch.randn(3, 20)
-    torch.testing.assert_close(pissa.scale * pissa.lora_B @ pissa.lora_A, pissa.scale * pissa.init_B @ pissa.init_A)
+    torch.testing.assert_close(
+        pissa.scale * pissa.lora_B @ pissa.lora_A, pissa.scale * pissa.init_B @ pissa.init_A
+    )
     model, _, _ = _pissa(alpha=16)
     torch.testing.assert_close(model(x), x @ W.T + model[0].bias, atol=1e-5, rtol=0)
 

@@ -11,7 +11,9 @@ from rankwise.adapters import adapted_layers, hooks
 def _model(**fields):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(24, 16), nn.Tanh(), nn.Linear(16, 8))
-    originals = {name: m.weight.detach().clone() for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    originals = {
+        name: m.weight.detach().clone() for name, m in model.named_modules() if isinstance(m, nn.Linear)
+    }
     fields = {"fraction": 0.2, "nuclear_min_side": 0, **fields}
     rankwise.adapt(model, "sara", **fields)
     return model, originals
@@ -42,8 +44,8 @@ def test_only_the_smallest_weights_change_and_the_state_is_sparse():
         delta = layer.adapters["default"].delta_weight().detach().flatten()
         assert torch.count_nonzero(delta[~mask]) == 0, name
         assert torch.count_nonzero(delta[mask]) > 0.9 * count, name
-        # The adapter's state is the mask's size, not (out, in): flat indices, values, flags, frozen values, τ,
-        # and the step counter that draws the nuclear-norm layer.
+        # The adapter's state is the mask's size, not (out, in): flat indices, values, flags,
+        # frozen values, τ, and the step counter that draws the nuclear-norm layer.
         state = layer.adapters["default"].state_dict()
         assert {k: v.numel() for k, v in state.items()} == {
             "values": count, "indices": count, "live": count, "frozen": count, "threshold": 1, "step": 1}
@@ -84,7 +86,10 @@ def test_nuclear_norm_is_of_the_masked_weights_and_one_layer_is_drawn_per_step()
     hooks.init_from_data(model, [])
     for step in range(6):
         hooks.after_step(model, step)
-        drawn = [a.regularizer() is not None for a in (model[0].adapters["default"], model[2].adapters["default"])]
+        drawn = [
+            a.regularizer() is not None
+            for a in (model[0].adapters["default"], model[2].adapters["default"])
+        ]
         assert sum(drawn) == 1
 
 

@@ -43,7 +43,7 @@ def test_compare_loads_and_merges_an_adapter_folder(tmp_path):
     base = make_tiny_llama()
     tuned = rankwise.adapt(copy.deepcopy(base), "lora", rank=1, alpha=2, targets=["q_proj", "v_proj"])
     with torch.no_grad():  # a "trained" rank-1 update large enough to dominate the spectrum
-        for name, p in tuned.named_parameters():
+        for _name, p in tuned.named_parameters():
             if p.requires_grad:
                 p.copy_(torch.randn_like(p) * 3.0)
     rankwise.save_adapter(tuned, tmp_path / "adapter")

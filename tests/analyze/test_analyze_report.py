@@ -1,4 +1,6 @@
-"""write_report: JSON, PNGs and an HTML page whose <img> tags point at PNGs that exist; Chromium renders it."""
+"""write_report: JSON, PNGs and an HTML page whose <img> tags point at PNGs that exist;
+Chromium renders it.
+"""
 
 import json
 import re
@@ -30,11 +32,12 @@ def report(tmp_path_factory) -> Path:
     result = {"model": "tiny", "weights": analyze_weights(base, progress=False),
               "compare": {f"tiny seed {seed}": compare(base, make_tiny_llama(seed), k=5, progress=False)
                           for seed in (1, 2)},
-              "gradients": {"data.jsonl": {**spectra, "ranking": rank_examples(base, None, examples, spectra=spectra),
+              "gradients": {"data.jsonl": {**spectra,
+                                           "ranking": rank_examples(base, None, examples, spectra=spectra),
                                            "rank_by": "effective_rank", "score": 1.0}},
               "heads": head_composition(base, top=3, progress=False),
-              "residual": {"norm": [1.0, 2.0, 2.5], "rms": [0.2, 0.4, 0.5], "growth": [2.0, 1.25], "tokens": 5,
-                           "hidden_size": 32, "final_norm_applied": True}}
+              "residual": {"norm": [1.0, 2.0, 2.5], "rms": [0.2, 0.4, 0.5], "growth": [2.0, 1.25],
+                           "tokens": 5, "hidden_size": 32, "final_norm_applied": True}}
     return write_report(result, tmp_path_factory.mktemp("report"))
 
 
@@ -43,7 +46,8 @@ def test_report_files_are_written_and_html_images_exist(report):
     data = json.loads((out / "report.json").read_text())
     assert data["weights"]["summary"]["n_layers"] == 14 and data["compare"]["tiny seed 2"]["k"] == 5
     images = re.findall(r'<img src="([^"]+)"', report.read_text())
-    assert images == ["spectra.png", "alpha.png", "intruders.png", "gradients.png", "heads.png", "residual.png"]
+    assert images == ["spectra.png", "alpha.png", "intruders.png", "gradients.png", "heads.png",
+                      "residual.png"]
     for name in images:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / name).stat().st_size > 5000
     page = report.read_text()
@@ -52,7 +56,8 @@ def test_report_files_are_written_and_html_images_exist(report):
 
 
 def test_report_without_comparison_has_no_intruder_plot(tmp_path):
-    html = write_report({"model": "tiny", "weights": analyze_weights(make_tiny_llama(), progress=False)}, tmp_path)
+    html = write_report({"model": "tiny", "weights": analyze_weights(make_tiny_llama(), progress=False)},
+                        tmp_path)
     assert "intruders.png" not in html.read_text() and not (tmp_path / "intruders.png").exists()
 
 

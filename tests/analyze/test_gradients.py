@@ -32,7 +32,8 @@ def test_spectra_on_tiny_llama_shapes_and_state_restored():
     assert len(out["examples"]) == 2
     for row in out["examples"]:
         assert len(row["nuclear_norm"]) == len(row["effective_rank"]) == len(out["layers"])
-        assert all(math.isfinite(v) and v > 0 for v in row["nuclear_norm"] + row["effective_rank"] + [row["loss"]])
+        assert all(math.isfinite(v) and v > 0
+                   for v in row["nuclear_norm"] + row["effective_rank"] + [row["loss"]])
     for key in ("nuclear_norm", "effective_rank"):
         assert out["mean"][key][0] == pytest.approx(sum(r[key][0] for r in out["examples"]) / 2)
     # flags and mode restored, nothing accumulated
@@ -66,7 +67,10 @@ def _trained_rule_model():
     model = LlamaForCausalLM(config)
     perm = (torch.randperm(VOCAB - 2) + 2).tolist()
     pairs = [[a, b] for a in range(2, VOCAB) for b in range(2, VOCAB)]
-    answer = lambda x: [perm[x[1] - 2], perm[x[0] - 2]]
+
+    def answer(x):
+        return [perm[x[1] - 2], perm[x[0] - 2]]
+
     ids = torch.tensor([x + [SEP] + answer(x) for x in pairs])
     labels = ids.clone()
     labels[:, :3] = -100
@@ -87,12 +91,16 @@ def test_gradient_metrics_separate_clean_from_shuffled_answers():
     clean_answers = [answer(x) for x in prompts[:12]]
     wrong = [answer(x) for x in prompts[12:]]
     wrong = wrong[1:] + wrong[:1]  # a derangement: every second-half prompt gets another one's answer
-    encode = lambda x, y: {"input_ids": x + [SEP] + y, "labels": [-100] * 3 + y}
+
+    def encode(x, y):
+        return {"input_ids": x + [SEP] + y, "labels": [-100] * 3 + y}
+
     examples = [encode(x, y) for x, y in zip(prompts, clean_answers + wrong)]
     spectra = gradient_spectra(model, None, examples, progress=False)
     aucs = {}
     for by in ("nuclear_norm", "effective_rank"):
-        scores = {r["index"]: r["score"] for r in rank_examples(model, None, examples, by=by, spectra=spectra)}
+        scores = {r["index"]: r["score"]
+                  for r in rank_examples(model, None, examples, by=by, spectra=spectra)}
         aucs[by] = auc([scores[i] for i in range(12)], [scores[i] for i in range(12, 24)])
     print("AUC clean vs shuffled:", aucs)
     # higher score = cleaner; the nuclear norm is the sharp signal here (1.0 in our runs)

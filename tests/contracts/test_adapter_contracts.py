@@ -181,7 +181,9 @@ def test_registry_key_equals_file_name(method):
     assert cls.__module__ == f"rankwise.adapters.{method.replace('-', '_')}"
     assert cls.config_class.__module__.startswith("rankwise.adapters.")
     assert cls.paper and cls.url and cls.trains and cls.__module__ and cls.name == method
-    assert "Update rule" in (__import__(cls.__module__, fromlist=["_"]).__doc__ or ""), "docstring has no formula"
+    assert "Update rule" in (__import__(cls.__module__, fromlist=["_"]).__doc__ or ""), (
+        "docstring has no formula"
+    )
 
 
 @pytest.mark.parametrize("below", ["lora", "dora", "same"])

@@ -200,7 +200,8 @@ def _as_format_1(meta: dict) -> None:
     plan = meta.pop("plan")
     meta.pop("family")
     meta.update(format_version=1, targets=list(plan),
-                layer_configs={path: {**meta["config"], **changes} for path, changes in plan.items() if changes})
+                layer_configs={path: {**meta["config"], **changes}
+                               for path, changes in plan.items() if changes})
 
 
 def test_format_1_files_still_load(tmp_path, tiny_ids):

@@ -96,7 +96,9 @@ def _apply(model, method, name, config, plan, state, source):
     built = {path: Factorized(model.get_submodule(path)) for path in plan}
     for path, module in built.items():
         if state is not None:
-            module.load_state_dict({k[len(path) + 1:]: v for k, v in state.items() if k.startswith(path + ".")})
+            module.load_state_dict(
+                {k[len(path) + 1:]: v for k, v in state.items() if k.startswith(path + ".")}
+            )
         rankwise.surgery.replace_module(model, path, module)
     model.half_rank = (config, plan)
 
@@ -143,6 +145,9 @@ def test_smollm2_with_an_adapter_and_its_tokenizer_round_trips(tmp_path, cache):
     expected = logits(model, ids)
     save_model(model, tmp_path / "m", tokenizer)
     loaded, loaded_tokenizer = load(str(tmp_path / "m"))
-    assert loaded_tokenizer("Convert the date to ISO format.", return_tensors="pt").input_ids.tolist() == ids.tolist()
+    assert (
+        loaded_tokenizer("Convert the date to ISO format.", return_tensors="pt").input_ids.tolist()
+        == ids.tolist()
+    )
     assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
     assert torch.equal(logits(loaded, ids), expected)

@@ -5,9 +5,8 @@ from rankwise.linalg import randomized_svd, truncated_svd
 
 def _low_rank_plus_noise(out=60, inp=40, rank=5, noise=1e-3):
     gen = torch.Generator().manual_seed(0)
-    return torch.randn(out, rank, generator=gen) @ torch.randn(rank, inp, generator=gen) + noise * torch.randn(
-        out, inp, generator=gen
-    )
+    return (torch.randn(out, rank, generator=gen) @ torch.randn(rank, inp, generator=gen)
+            + noise * torch.randn(out, inp, generator=gen))
 
 
 def test_truncated_svd_is_the_best_rank_r_approximation():
@@ -16,7 +15,8 @@ def test_truncated_svd_is_the_best_rank_r_approximation():
     assert factors.U.shape == (60, 5) and factors.S.shape == (5,) and factors.Vh.shape == (5, 40)
     # Eckart-Young: the error equals the norm of the dropped singular values.
     dropped = torch.linalg.svdvals(W)[5:]
-    torch.testing.assert_close(torch.linalg.matrix_norm(W - factors.to_dense()), dropped.norm(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.linalg.matrix_norm(W - factors.to_dense()), dropped.norm(),
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_randomized_svd_recovers_the_top_spectrum():

@@ -15,10 +15,13 @@ def test_all_linear_skips_the_output_head():
 
 def test_leaf_names_globs_and_regex():
     model = make_tiny_llama()
-    assert find_targets(model, ["q_proj"]) == ["model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj"]
+    assert find_targets(model, ["q_proj"]) == ["model.layers.0.self_attn.q_proj",
+                                               "model.layers.1.self_attn.q_proj"]
     assert find_targets(model, ["model.layers.1.*_proj"])[0] == "model.layers.1.self_attn.q_proj"
-    assert find_targets(model, r".*\.0\.mlp\.(up|down)_proj") == ["model.layers.0.mlp.up_proj", "model.layers.0.mlp.down_proj"]
-    assert len(find_targets(model, nn.Linear)) == 15  # by type: the head is included when asked for explicitly
+    assert find_targets(model, r".*\.0\.mlp\.(up|down)_proj") == ["model.layers.0.mlp.up_proj",
+                                                                  "model.layers.0.mlp.down_proj"]
+    # by type: the head is included when asked for explicitly
+    assert len(find_targets(model, nn.Linear)) == 15
 
 
 def test_exclude():

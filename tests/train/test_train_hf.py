@@ -31,7 +31,8 @@ def test_callback_calls_every_hook_at_its_event(tmp_path, monkeypatch):
     monkeypatch.setattr(hooks, "init_from_data",
                         lambda m, batches: calls["init"].append([b["input_ids"].shape for b in batches]))
     monkeypatch.setattr(hooks, "after_step", lambda m, step: calls["after"].append(
-        (step.step, step.total_steps, step.optimizer is not None, step.scheduler is not None, step.group_lrs)))
+        (step.step, step.total_steps, step.optimizer is not None, step.scheduler is not None,
+         step.group_lrs)))
     monkeypatch.setattr(hooks, "finalize", lambda m: calls.__setitem__("final", calls["final"] + 1))
 
     def regularizer(model):

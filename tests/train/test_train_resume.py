@@ -100,7 +100,8 @@ def test_hooks_are_called_as_documented(tmp_path, monkeypatch):
     calls = {"init": [], "reg": 0, "after": [], "final": 0}
     monkeypatch.setattr(hooks, "init_from_data", lambda m, batches: calls["init"].append(len(list(batches))))
     monkeypatch.setattr(hooks, "after_step", lambda m, step: calls["after"].append(
-        (step.step, step.total_steps, step.optimizer is not None, step.scheduler is not None, step.group_lrs)))
+        (step.step, step.total_steps, step.optimizer is not None, step.scheduler is not None,
+         step.group_lrs)))
     monkeypatch.setattr(hooks, "finalize", lambda m: calls.__setitem__("final", calls["final"] + 1))
 
     def regularizer(model):

@@ -36,5 +36,6 @@ for _module in pkgutil.iter_modules(__path__):
 __all__ = [
     "ADAPTERS", "Adapter", "AdapterConfig", "AdaptedLinear", "AdaptedModule", "StepContext", "register",
     "adapt", "adapted_layers", "adapter_names", "active_adapters", "disable", "disabled", "enable",
-    "get_config", "layers_of", "layout", "load_state", "merge", "set_active", "trainable_parameters", "unload", "unmerge",
+    "get_config", "layers_of", "layout", "load_state", "merge", "set_active", "trainable_parameters",
+    "unload", "unmerge",
 ]

@@ -30,9 +30,11 @@ def adapter_names(model: nn.Module) -> list[str]:
 
 def layers_of(model: nn.Module, name: str) -> dict[str, Adapter]:
     """{module path: adapter} for one adapter name."""
-    found = {path: layer.adapters[name] for path, layer in adapted_layers(model).items() if name in layer.adapters}
+    found = {path: layer.adapters[name] for path, layer in adapted_layers(model).items()
+             if name in layer.adapters}
     if not found:
-        raise ConfigError(f"no adapter named {name!r} in this model; it has {adapter_names(model) or 'none'}.")
+        known = adapter_names(model) or "none"
+        raise ConfigError(f"no adapter named {name!r} in this model; it has {known}.")
     return found
 
 
@@ -146,7 +148,8 @@ def _load_state(layers: Mapping[str, Adapter], state: Mapping[str, torch.Tensor]
                                  if key.startswith(prefix) and key[len(prefix):] in adapter.state_dict()})
 
 
-def load_state(model: nn.Module, name: str, state: Mapping[str, torch.Tensor], source: Any = "the state") -> None:
+def load_state(model: nn.Module, name: str, state: Mapping[str, torch.Tensor],
+               source: Any = "the state") -> None:
     """Load saved tensors into the existing adapter `name` (a checkpoint's), after checking them all."""
     _load_state(layers_of(model, name), state, source)
 

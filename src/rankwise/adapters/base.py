@@ -107,11 +107,12 @@ class AdapterConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], *, dropped: Iterable[str] = ()) -> AdapterConfig:
-        """Build from saved values; `dropped` names fields older files wrote that this method no longer has."""
+        """Build from saved values; `dropped`: fields older files wrote that this method no longer has."""
         known = cls.field_names()
         unknown = sorted(set(values) - known - set(dropped))
         if unknown:
-            warnings.warn(f"ignoring unknown {cls.__name__} keys {unknown} (written by a newer rankwise?)")
+            warnings.warn(f"ignoring unknown {cls.__name__} keys {unknown} (written by a newer rankwise?)",
+                          stacklevel=3)
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
@@ -132,7 +133,8 @@ def _positive_int(value: Any, what: str) -> None:
 
 
 def _positive_number(value: Any, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{what} must be a positive number, got {value!r}.")
 
 

@@ -56,7 +56,8 @@ class CodyraConfig(RankField, DropoutField):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if (self.task_steps is not None and self.task_steps < 1) or self.threshold_values < 1 or self.max_tasks < 1:
+        steps_ok = self.task_steps is None or self.task_steps >= 1
+        if not steps_ok or min(self.threshold_values, self.max_tasks) < 1:
             raise ConfigError("task_steps, threshold_values and max_tasks must be >= 1.")
         if not 0.0 <= self.dense_fraction <= 1.0 or self.max_threshold < 0:
             raise ConfigError("dense_fraction must be in [0, 1] and max_threshold >= 0.")
@@ -155,7 +156,8 @@ class Codyra(Sora):
     def finalize(self) -> Lora:
         new_A, new_B = self._kept()
         past_A, past_B = self._past()
-        return Lora.from_factors(torch.cat([past_A, new_A]), torch.cat([past_B, new_B], dim=1), 1.0, self.config)
+        A, B = torch.cat([past_A, new_A]), torch.cat([past_B, new_B], dim=1)
+        return Lora.from_factors(A, B, 1.0, self.config)
 
 
 def _recompress(A: torch.Tensor, B: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,7 +166,7 @@ def _recompress(A: torch.Tensor, B: torch.Tensor, rank: int) -> tuple[torch.Tens
     dropped = svd.S[rank:].norm() / svd.S.norm().clamp_min(1e-30)
     if dropped > 1e-4:
         warnings.warn(f"codyra: past tasks exceed the layer's capacity of {rank} components; "
-                      f"{dropped:.1%} of their update (Frobenius) is dropped. Raise max_tasks.")
+                      f"{dropped:.1%} of their update (Frobenius) is dropped. Raise max_tasks.", stacklevel=3)
     root = svd.S[:rank].sqrt()
     return (root[:, None] * svd.Vh[:rank]).to(A.dtype), (svd.U[:, :rank] * root).to(B.dtype)
 

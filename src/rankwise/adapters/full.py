@@ -34,7 +34,8 @@ class FullConfig(AdapterConfig):
 @register("full")
 class Full(Adapter):
     config_class = FullConfig
-    paper = "Full fine-tuning baseline (as compared against in LoRA vs Full Fine-tuning: An Illusion of Equivalence)"
+    paper = ("Full fine-tuning baseline (as compared against in LoRA vs Full Fine-tuning: "
+             "An Illusion of Equivalence)")
     url = "https://arxiv.org/abs/2410.21228"
     trains = "ΔW (out×in), every entry"
 

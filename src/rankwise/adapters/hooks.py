@@ -40,7 +40,8 @@ def param_groups(model: nn.Module, lr: float) -> list[dict]:
 
 
 def regularizer(model: nn.Module) -> torch.Tensor | None:
-    terms = [t for layers in _active(model).values() for a in layers.values() if (t := a.regularizer()) is not None]
+    terms = [t for layers in _active(model).values() for a in layers.values()
+             if (t := a.regularizer()) is not None]
     return torch.stack(terms).sum() if terms else None
 
 

@@ -97,7 +97,8 @@ class AdaptedLinear(AdaptedModule):
         pending = self.pending()
         weight = None  # W with the adapters so far folded in, formed only when a later one reads it
         for index, adapter in enumerate(pending):
-            below = LinearView(weight, self.base.bias) if adapter.reads_weight and weight is not None else self.base
+            stacked = adapter.reads_weight and weight is not None
+            below = LinearView(weight, self.base.bias) if stacked else self.base
             out = adapter(x, out, below)
             if any(later.reads_weight for later in pending[index + 1:]):
                 weight = adapter.merged_weight(self.base.weight if weight is None else weight)

@@ -4,7 +4,7 @@ Principal Weights Emerge after Rank Reduction for Reasoning-Focused Supervised F
 
 Update rule, for W = W0 + ΔW (out, in) with W0 frozen:
     W_r = best rank-`filter_rank` approximation of W (SVD, float32)
-    M   = the K entries of largest |W_r|,   K = min((out + in) · rank, out · in)   (LoRA-rank-equivalent budget)
+    M   = the K entries of largest |W_r|,   K = min((out + in) · rank, out · in)   (LoRA-rank-sized budget)
     y   = W0 x + b + ΔW dropout(x),   only ΔW's entries on M train;   ΔW = 0 at init (identity)
     every `refresh_every` optimizer steps M is recomputed from the current W (dynamic mask).
 Trains K values ((out + in) · rank, LoRA's parameter count). Entries that leave the mask keep their
@@ -58,7 +58,8 @@ class LiftConfig(RankField, DropoutField, SvdField):
         if self.refresh_every < 0:
             raise ConfigError(f"refresh_every must be >= 0, got {self.refresh_every!r}.")
         if not self.support_budget >= 1.0:
-            raise ConfigError(f"support_budget must be >= 1 (the live mask itself), got {self.support_budget!r}.")
+            raise ConfigError(f"support_budget must be >= 1 (the live mask itself), "
+                              f"got {self.support_budget!r}.")
 
 
 @register("lift")
@@ -125,7 +126,8 @@ class Lift(Adapter):
         chosen, bounded = top_k_within_capacity(self._scores(weight), self.values.numel(), support, capacity)
         if bounded:
             warnings.warn(f"LIFT: the mask refresh hit support_budget={self.config.support_budget}; "
-                          "some new principal weights were left out. Raise support_budget to keep them.")
+                          "some new principal weights were left out. Raise support_budget to keep them.",
+                          stacklevel=3)
         # Entries that stay keep their slot (and so their optimizer moments); new ones take freed slots.
         slots = self.indices.clone()
         staying = torch.isin(slots, chosen)

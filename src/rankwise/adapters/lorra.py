@@ -4,7 +4,7 @@ Text-only Forgetting" (Zhang et al., NeurIPS 2024, arXiv 2406.03496).
 Update rule, per adapted block with input h and output y (d = hidden size, H heads):
     learner_i(h) = U_o D_o · MultiHeadAttention(Q, K, V)
         Q = h + U_q D_q h,   K = f + U_k D_k f,   V = f + U_v D_v f      (identity + low-rank projections)
-    w(h) = softmax(SiLU(R h))                                           (router, one weight per learner and token)
+    w(h) = softmax(SiLU(R h))                                (router, one weight per learner and token)
     y ← y + Σ_i w_i(h) · learner_i(h)
     D_* (rank, d): truncated normal, std 0.02;  U_* (d, rank) = 0, so every learner outputs 0 at init.
 Trains the learners' D_* and U_* and the router R: branches · 8·d·rank + (d + 1)·branches per block.
@@ -117,7 +117,8 @@ class Lorra(BlockAdapter):
             raise ConfigError(f"hidden size {width} is not divisible by heads={self.heads}; set heads.")
         self.causal = is_causal_block(base) if config.causal is None else config.causal
         self.learners = nn.ModuleList(
-            LowRankResidualAttention(width, config.rank, self.heads, self.factory) for _ in range(config.branches)
+            LowRankResidualAttention(width, config.rank, self.heads, self.factory)
+            for _ in range(config.branches)
         )
         self.router = nn.Linear(width, config.branches, **self.factory)
 

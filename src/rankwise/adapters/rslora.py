@@ -1,4 +1,5 @@
-"""rsLoRA: A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA (Kalajdzievski, 2023, arXiv 2312.03732).
+"""rsLoRA: A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA (Kalajdzievski, 2023,
+arXiv 2312.03732).
 
 Update rule: LoRA with the scaling changed so learning does not collapse as the rank grows,
     y = W x + b + s · B A dropout(x),   s = alpha / √rank

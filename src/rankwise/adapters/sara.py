@@ -4,7 +4,7 @@
 Update rule, for a frozen W0 (out, in): re-use the "temporarily ineffective" smallest weights,
     M = 1[|W0| < τ]                       τ chosen per layer so that a `fraction` of W0 is below it
     y = W0 x + b + (M ⊙ Δ) dropout(x),    Δ = 0 at init (identity)
-    loss += λ ‖(W0 + Δ) ⊙ M_t‖_*          nuclear norm of the trained sparse matrix ("low-rank sparse training")
+    loss += λ ‖(W0 + Δ) ⊙ M_t‖_*      nuclear norm of the trained sparse matrix ("low-rank sparse training")
     progressive re-selection after `progressive_step` optimizer steps:  M_t = M ⊙ 1[|W0 + Δ| < τ];
     entries that grew past τ freeze at their current value.
 Trains the K = |M| entries of Δ on the mask. The adapter holds and saves only K-long tensors
@@ -64,7 +64,8 @@ class SaraConfig(DropoutField):
         if self.nuclear_on not in ("weights", "update"):
             raise ConfigError(f"nuclear_on must be 'weights' or 'update', got {self.nuclear_on!r}.")
         if self.nuclear_sampling not in ("one-per-step", "all"):
-            raise ConfigError(f"nuclear_sampling must be 'one-per-step' or 'all', got {self.nuclear_sampling!r}.")
+            raise ConfigError(f"nuclear_sampling must be 'one-per-step' or 'all', "
+                              f"got {self.nuclear_sampling!r}.")
 
 
 @register("sara")
@@ -86,7 +87,8 @@ class Sara(Adapter):
         self.register_buffer("threshold", torch.zeros((), **self.factory))  # τ, set from W0
         self.dropout = make_dropout(config)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))  # optimizer steps taken
-        self._nuclear_slot: tuple[int, int] | None = None  # (this layer, eligible layers), set by init_from_data
+        # (this layer, eligible layers), set by init_from_data (which runs on resume too)
+        self._nuclear_slot: tuple[int, int] | None = None
 
     def init_from_weight(self, weight: torch.Tensor) -> None:
         self.indices.copy_(smallest_magnitude_indices(weight, self.values.numel()))

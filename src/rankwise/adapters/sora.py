@@ -118,7 +118,8 @@ class Sora(Adapter):
     @torch.no_grad()
     def finalize(self) -> Lora:
         keep = self.gate != 0
-        return Lora.from_factors(self.lora_A[keep], self.lora_B[:, keep] * self.gate[keep], self.scale, self.config)
+        B = self.lora_B[:, keep] * self.gate[keep]
+        return Lora.from_factors(self.lora_A[keep], B, self.scale, self.config)
 
     @classmethod
     def param_groups(cls, layers: dict[str, Adapter], lr: float) -> list[dict]:

@@ -2,7 +2,8 @@
 from a Single Image" (Yang et al., CVPR 2026, arXiv 2511.15258).
 
 Update rule: LoRA with a per-layer rank and scale,
-    y = W x + b + s_l · B_l A_l dropout(x),   A_l (r_l, in) Kaiming-uniform,  B_l (out, r_l) zeros,  s_l = alpha_l / r_l
+    y = W x + b + s_l · B_l A_l dropout(x),   s_l = alpha_l / r_l,
+    A_l (r_l, in) Kaiming-uniform,  B_l (out, r_l) zeros
     (r_l, alpha_l) = the first `rank_pattern` / `alpha_pattern` entry whose regex matches a dotted suffix
     of the layer's path (PEFT's rule, e.g. "layers\\.30\\..*"), else (rank, alpha).
 Trains A_l and B_l: Σ_l r_l · (in + out). Identity at init; merges as W ← W + s_l B_l A_l.

@@ -45,7 +45,8 @@ class VgloraConfig(LowRankConfig):
             raise ConfigError(f"complement_weight must be >= 0, got {self.complement_weight!r}.")
 
 
-def _factors(rank: int, in_features: int, out_features: int, factory: dict) -> tuple[nn.Parameter, nn.Parameter]:
+def _factors(rank: int, in_features: int, out_features: int,
+             factory: dict) -> tuple[nn.Parameter, nn.Parameter]:
     A = nn.Parameter(torch.empty(rank, in_features, **factory))
     B = nn.Parameter(torch.empty(out_features, rank, **factory))
     init_lora_factors(A, B)
@@ -64,7 +65,8 @@ class Vglora(Adapter):
         super().__init__(base, config)
         low_rank = config.low_rank or max(1, config.rank // 4)
         if low_rank > config.rank:
-            raise ConfigError(f"low_rank {low_rank} exceeds rank {config.rank}; the high-rank branch is the wider one.")
+            raise ConfigError(f"low_rank {low_rank} exceeds rank {config.rank}; "
+                              "the high-rank branch is the wider one.")
         self.high_A, self.high_B = _factors(config.rank, self.in_features, self.out_features, self.factory)
         self.low_A, self.low_B = _factors(low_rank, self.in_features, self.out_features, self.factory)
         self.gate_weight = nn.Parameter(torch.zeros(self.in_features, **self.factory))
@@ -96,7 +98,7 @@ class Vglora(Adapter):
 
 @contextlib.contextmanager
 def saliency(model: nn.Module, mask: torch.Tensor) -> Iterator[nn.Module]:
-    """Gate every VGLoRA layer of `model` with `mask` ((batch, tokens) in [0, 1]) instead of its learned gate."""
+    """Gate every VGLoRA layer of `model` with `mask` ((batch, tokens) in [0, 1]), not its learned gate."""
     layers = [module for module in model.modules() if isinstance(module, Vglora)]
     for layer in layers:
         layer.saliency_mask = mask

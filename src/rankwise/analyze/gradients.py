@@ -73,8 +73,10 @@ def gradient_spectra(
     # For nn.Linear the weight gradient is Δᵀ X; hooks keep the factors and the SVD stays T × T.
     factored = all(type(m) is nn.Linear for m in modules)
     captured: dict[int, tuple] = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, i=i: captured.__setitem__(i, (inp[0].detach(), out)))
-             for i, m in enumerate(modules)] if factored else []
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out, i=i: captured.__setitem__(i, (inp[0].detach(), out)))
+        for i, m in enumerate(modules)
+    ] if factored else []
     flags = {p: p.requires_grad for p in model.parameters()}
     was_training = model.training
     device = next(model.parameters()).device
@@ -116,8 +118,8 @@ def gradient_spectra(
 
 
 def rank_examples(
-    model: nn.Module, tokenizer, examples: list[dict], *, by: str = "nuclear_norm", spectra: dict | None = None,
-    **kwargs,
+    model: nn.Module, tokenizer, examples: list[dict], *, by: str = "nuclear_norm",
+    spectra: dict | None = None, **kwargs,
 ) -> list[dict]:
     """A quality score per example from its gradient spectra; HIGHER score = BETTER (cleaner) example.
 

@@ -39,12 +39,16 @@ KINDS = ("q", "k", "v")
 
 
 def head_weights(model: nn.Module) -> list[dict[str, torch.Tensor]]:
-    """Per layer, float32 tensors Q, K (heads, d_head, d; K repeated to query heads), V (same), O (heads, d, d_head)."""
+    """Per layer, float32 tensors Q, K (heads, d_head, d; K repeated to query heads), V (same),
+    O (heads, d, d_head).
+    """
     config = getattr(model, "config", None)
     layers = getattr(getattr(model, "model", model), "layers", None)
-    if config is None or layers is None or not hasattr(layers[0], "self_attn") or not hasattr(layers[0].self_attn, "q_proj"):
-        raise ConfigError("head_composition needs Llama-style attention (model.model.layers[i].self_attn with "
-                          "q_proj, k_proj, v_proj, o_proj); this model has another layout.")
+    if (config is None or layers is None or not hasattr(layers[0], "self_attn")
+            or not hasattr(layers[0].self_attn, "q_proj")):
+        raise ConfigError("head_composition needs Llama-style attention "
+                          "(model.model.layers[i].self_attn with q_proj, k_proj, v_proj, o_proj); "
+                          "this model has another layout.")
     heads = config.num_attention_heads
     kv = getattr(config, "num_key_value_heads", None) or heads
     d = config.hidden_size
@@ -53,7 +57,8 @@ def head_weights(model: nn.Module) -> list[dict[str, torch.Tensor]]:
     out = []
     for layer in layers:
         attn = layer.self_attn
-        gamma = layer.input_layernorm.weight.detach().float() if hasattr(layer, "input_layernorm") else torch.ones(d)
+        gamma = (layer.input_layernorm.weight.detach().float() if hasattr(layer, "input_layernorm")
+                 else torch.ones(d))
         q = attn.q_proj.weight.detach().float().reshape(heads, dh, d) * gamma
         k = attn.k_proj.weight.detach().float().reshape(kv, dh, d) * gamma
         v = attn.v_proj.weight.detach().float().reshape(kv, dh, d) * gamma
@@ -92,15 +97,17 @@ def _pair_scores(sender: dict, receiver: dict, kind: str) -> torch.Tensor:
 
 def _channels(sender: dict, s: int, receiver: dict, r: int, kind: str, score: float, n: int) -> list[dict]:
     """The sender's singular components ranked by their share of the squared composition score."""
-    ov = sender["O"][s] @ sender["V"][s]                                         # d × d; only for the top pairs
+    # d × d; only for the top pairs
+    ov = sender["O"][s] @ sender["V"][s]
     u, sigma, _ = torch.linalg.svd(ov)
     a, b = (t[r] for t in _readers(receiver, kind))
     r_norm = torch.linalg.matrix_norm(a.T @ b)
-    contrib = sigma * torch.linalg.vector_norm(a.T @ (b @ u), dim=0) / (r_norm * sigma.norm()).clamp_min(1e-30)
+    contrib = (sigma * torch.linalg.vector_norm(a.T @ (b @ u), dim=0)
+               / (r_norm * sigma.norm()).clamp_min(1e-30))
     share = contrib**2 / max(score**2, 1e-30)
     order = torch.argsort(share, descending=True)[:n]
-    return [{"component": int(i), "sigma": float(sigma[i]), "score": float(contrib[i]), "share": float(share[i])}
-            for i in order]
+    return [{"component": int(i), "sigma": float(sigma[i]), "score": float(contrib[i]),
+             "share": float(share[i])} for i in order]
 
 
 def head_composition(model: nn.Module, *, top: int = 10, kinds=KINDS, components: int = 3,
@@ -138,6 +145,8 @@ def head_composition(model: nn.Module, *, top: int = 10, kinds=KINDS, components
                 break
             (l2, r), (l1, s) = divmod(rcv, heads), divmod(snd, heads)
             ranked.append({"sender": [l1, s], "receiver": [l2, r], "kind": kinds[ki], "score": score,
-                           "channels": _channels(weights[l1], s, weights[l2], r, kinds[ki], score, components)})
-    return {"layers": n_layers, "heads": heads, "kv_heads": getattr(model.config, "num_key_value_heads", heads),
+                           "channels": _channels(weights[l1], s, weights[l2], r, kinds[ki], score,
+                                                 components)})
+    return {"layers": n_layers, "heads": heads,
+            "kv_heads": getattr(model.config, "num_key_value_heads", heads),
             "baseline": float(d ** -0.5), "scores": {k: v.tolist() for k, v in scores.items()}, "top": ranked}

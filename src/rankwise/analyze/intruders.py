@@ -33,7 +33,8 @@ def intruder_dimensions(W_base: torch.Tensor, W_tuned: torch.Tensor, k: int = 10
     "singular_values_base", "singular_values_tuned"}.
     """
     if W_base.shape != W_tuned.shape:
-        raise ConfigError(f"cannot compare weights of shapes {tuple(W_base.shape)} and {tuple(W_tuned.shape)}.")
+        raise ConfigError(f"cannot compare weights of shapes {tuple(W_base.shape)} and "
+                          f"{tuple(W_tuned.shape)}.")
     U0, s0, _ = torch.linalg.svd(W_base.detach().float().cpu(), full_matrices=False)
     U1, s1, _ = torch.linalg.svd(W_tuned.detach().float().cpu(), full_matrices=False)
     k = min(k, U1.shape[1])
@@ -82,11 +83,12 @@ def compare(base_model: nn.Module, tuned: nn.Module | str | Path, targets: Targe
     base_w, tuned_w = _weights(base_model, targets), _weights(tuned_model, targets)
     missing = sorted(set(base_w) - set(tuned_w))
     if missing:
-        raise ConfigError(f"the fine-tuned model lacks {len(missing)} layers of the base (first: {missing[0]}); "
-                          "compare a fine-tune of this very base model.")
+        raise ConfigError(f"the fine-tuned model lacks {len(missing)} layers of the base "
+                          f"(first: {missing[0]}); compare a fine-tune of this very base model.")
     layers = {}
     for name in tqdm(base_w, desc="compare", unit="layer", disable=not progress):
-        layers[name] = {"type": layer_type(name)} | intruder_dimensions(base_w[name], tuned_w[name], k, threshold)
+        layers[name] = ({"type": layer_type(name)}
+                        | intruder_dimensions(base_w[name], tuned_w[name], k, threshold))
     by_type = {}
     for t in sorted({layer["type"] for layer in layers.values()}):
         group = [layer for layer in layers.values() if layer["type"] == t]

@@ -81,7 +81,8 @@ def plot_intruders(compared: dict, path: Path) -> None:
         xs = [j + (i - (len(labels) - 1) / 2) * width for j in range(len(types))]
         axes[0].bar(xs, [by_type[t]["intruders"] for t in types], width, label=_short(label))
         axes[1].bar(xs, [by_type[t]["mean_spectrum_shift"] for t in types], width)
-    axes[0].set_title(f"intruders: top-{first['k']} directions with max |cos| < {first['threshold']}", fontsize=9)
+    axes[0].set_title(f"intruders: top-{first['k']} directions with max |cos| < {first['threshold']}",
+                      fontsize=9)
     axes[1].set_title("mean spectrum shift ‖σ_ft − σ₀‖ / ‖σ₀‖", fontsize=9)
     axes[1].set_yscale("log")
     for ax in axes:
@@ -113,7 +114,8 @@ def plot_heads(heads: dict, path: Path) -> None:
     kinds = list(heads["scores"])
     n, h = heads["layers"], heads["heads"]
     plt = _figure()
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.4), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.4), squeeze=False,
+                             layout="constrained")
     for ax, kind in zip(axes[0], kinds):
         scores = heads["scores"][kind]
         # strongest head pair per (receiver layer, sender layer); blank where the sender is not earlier

@@ -36,7 +36,8 @@ def _img(name: str) -> str:
     return f'<img src="{html.escape(name)}" alt="{html.escape(name)}">'
 
 
-_STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}"
+_STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1200px}"
+          "table{border-collapse:collapse;margin:1em 0}"
           "td,th{border:1px solid #ccc;padding:2px 8px;font-size:13px;text-align:right}img{max-width:100%}")
 
 
@@ -77,8 +78,9 @@ def _section_gradients(result: dict, out: Path) -> list[str]:
              "<p>Response-only loss, one example at a time. Higher-quality data has a lower nuclear norm and "
              "a higher effective rank (Li et al.); scores are higher for cleaner examples.</p>",
              _table(["data", "examples", "mean ‖G‖_*", "mean erank", "mean score"],
-                    [[label, len(g["examples"]), fmean(g["mean"]["nuclear_norm"]), fmean(g["mean"]["effective_rank"]),
-                      g["score"]] for label, g in sorted(data_sets.items(), key=lambda kv: -kv[1]["score"])]),
+                    [[label, len(g["examples"]), fmean(g["mean"]["nuclear_norm"]),
+                      fmean(g["mean"]["effective_rank"]), g["score"]]
+                     for label, g in sorted(data_sets.items(), key=lambda kv: -kv[1]["score"])]),
              _img("gradients.png")]
     for label, grads in data_sets.items():
         rows = grads["ranking"]
@@ -94,10 +96,11 @@ def _section_heads(result: dict, out: Path) -> list[str]:
     heads = result["heads"]
     n, h = heads["layers"], heads["heads"]
     plot_heads(heads, out / "heads.png")
-    return [f"<h2>Attention-head composition</h2><p>{n} layers × {h} heads; unrelated random heads score about "
-            f"{heads['baseline']:.3f}.</p>", _img("heads.png"),
+    return [f"<h2>Attention-head composition</h2><p>{n} layers × {h} heads; "
+            f"unrelated random heads score about {heads['baseline']:.3f}.</p>", _img("heads.png"),
             _table(["kind", "sender", "receiver", "score", "top channel", "its share"],
-                   [[t["kind"], f"L{t['sender'][0]}H{t['sender'][1]}", f"L{t['receiver'][0]}H{t['receiver'][1]}",
+                   [[t["kind"], f"L{t['sender'][0]}H{t['sender'][1]}",
+                     f"L{t['receiver'][0]}H{t['receiver'][1]}",
                      t["score"], t["channels"][0]["component"] if t["channels"] else "–",
                      t["channels"][0]["share"] if t["channels"] else "–"] for t in heads["top"]])]
 
@@ -106,7 +109,8 @@ def _section_residual(result: dict, out: Path) -> list[str]:
     res = result["residual"]
     plot_residual(res, out / "residual.png")
     note = " The last state has the final norm applied." if res["final_norm_applied"] else ""
-    return [f"<h2>Hidden-state norm by depth</h2><p>{res['tokens']} tokens, hidden size {res['hidden_size']}; "
+    return [f"<h2>Hidden-state norm by depth</h2><p>{res['tokens']} tokens, "
+            f"hidden size {res['hidden_size']}; "
             f"norm {res['norm'][0]:.3g} after the embedding, {max(res['norm']):.3g} at most.{note}</p>",
             _img("residual.png")]
 
@@ -116,7 +120,8 @@ def _section_layers(result: dict, out: Path) -> list[str]:
     return ["<h2>Layers</h2>",
             _table(["layer", "shape", "α", "xmin", "KS D", "erank", "stable rank", "WeLore"],
                    [[n, "×".join(map(str, l["shape"])), l["alpha"], l["xmin"], l["ks_distance"],
-                     l["effective_rank"], l["stable_rank"], l["welore"]["label"]] for n, l in layers.items()])]
+                     l["effective_rank"], l["stable_rank"], l["welore"]["label"]]
+                    for n, l in layers.items()])]
 
 
 _SECTIONS = {"weights": _section_weights, "compare": _section_compare, "gradients": _section_gradients,

@@ -51,7 +51,8 @@ def analyze_weights(model: nn.Module, targets: Targets = "all-linear", progress:
             "alpha": fit["alpha"], "xmin": fit["xmin"], "ks_distance": fit["D"], "alpha_sigma": fit["sigma"],
             "alpha_weighted": None if fit["alpha"] is None else fit["alpha"] * math.log10(max(lam)),
         }
-    tau = welore_tau([layer["singular_values"] for layer in layers.values()], welore_reduction) if layers else 0.0
+    tau = (welore_tau([layer["singular_values"] for layer in layers.values()], welore_reduction)
+           if layers else 0.0)
     for layer in layers.values():
         layer["welore"] = welore_label(layer["singular_values"], tau, min_ratio=welore_reduction)
     return {"layers": layers, "summary": summarize(layers, tau, welore_reduction)}

@@ -18,7 +18,8 @@ from pathlib import Path
 def add_parser(sub) -> None:
     parser = sub.add_parser("analyze", help="spectral diagnostics of a model (and a fine-tune) as a report",
                             description=__doc__.split(":", 1)[1].split("\n\n")[0].strip())
-    parser.add_argument("model", help="embedded model name (smollm2-135m, tiny-llama, ...) or local HF folder")
+    parser.add_argument("model",
+                        help="embedded model name (smollm2-135m, tiny-llama, ...) or local HF folder")
     parser.add_argument("--compare", nargs="+", metavar="FINETUNED_OR_ADAPTER",
                         help="adapter folders (merged onto MODEL) or fine-tuned HF folders: count intruder "
                              "dimensions of each, side by side")
@@ -27,7 +28,8 @@ def add_parser(sub) -> None:
                         help="modules to analyze: all-linear (default), leaf names (q_proj v_proj) or globs")
     parser.add_argument("--k", type=int, default=10, help="top-k fine-tuned directions checked (default 10)")
     parser.add_argument("--threshold", type=float, default=0.5,
-                        help="intruder when max |cos| with the base's singular vectors is below this (default 0.5)")
+                        help="intruder when max |cos| with the base's singular vectors is below this "
+                             "(default 0.5)")
     parser.add_argument("--gradients", nargs="+", metavar="DATA.jsonl",
                         help="per-example gradient nuclear norm / effective rank of the answer-only loss; "
                              "ranks the examples, and the data sets, by quality (higher score = cleaner)")
@@ -117,7 +119,8 @@ def _mode_residual(args: argparse.Namespace, model, result: dict) -> None:
     kwargs = {"text": args.residual} if args.residual else {}
     result["residual"] = residual_norms(model, args.tokenizer, **kwargs)
     norms = result["residual"]["norm"]
-    print(f"hidden-state norm by depth: {norms[0]:.2f} (embedding) -> {norms[-1]:.2f} (last of {len(norms) - 1})")
+    print(f"hidden-state norm by depth: {norms[0]:.2f} (embedding) -> "
+          f"{norms[-1]:.2f} (last of {len(norms) - 1})")
 
 
 MODES = [_mode_weights, _mode_compare, _mode_gradients, _mode_heads, _mode_residual]
@@ -134,7 +137,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             raise ConfigError(f"--compare {folder}: no such folder; pass an adapter or HF model folder.")
     for data in args.gradients or []:
         if not Path(data).expanduser().is_file():
-            raise ConfigError(f"--gradients {data}: no such file; pass a .jsonl or .csv of prompt/answer rows.")
+            raise ConfigError(f"--gradients {data}: no such file; "
+                              "pass a .jsonl or .csv of prompt/answer rows.")
     model, args.tokenizer = load(args.model)  # carried on args so every mode keeps one signature
     result: dict = {"model": args.model}
     for mode in MODES:

@@ -40,7 +40,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from ..train.config import TrainConfig
     from .overrides import resolve_settings
 
-    if args.config is None and extra and extra[0].endswith((".json", ".yaml", ".yml")) and "=" not in extra[0]:
+    first = extra[0] if extra else ""
+    if args.config is None and first.endswith((".json", ".yaml", ".yml")) and "=" not in first:
         args.config = extra.pop(0)  # `rankwise finetune demo.json`, as axolotl and LLaMA-Factory take it
     config = TrainConfig.from_dict(resolve_settings(args.config, extra))  # validated before any weights load
     if args.dry_run:  # the method's full config too, so its defaults for null fields are visible

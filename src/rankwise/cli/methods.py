@@ -1,4 +1,5 @@
-"""`rankwise methods`: every registered adapter method, its paper, what trains, whether it merges."""
+"""`rankwise methods`: every registered adapter method, its paper, what trains, whether it merges, and
+its config fields with their defaults."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ def add_parser(sub) -> None:
 def describe_methods() -> list[dict]:
     from ..adapters import ADAPTERS
 
-    return [{"name": n, "paper": c.paper, "url": c.url, "trains": c.trains, "mergeable": c.mergeable}
+    return [{"name": n, "paper": c.paper, "url": c.url, "trains": c.trains, "mergeable": c.mergeable,
+             "fields": c.config_class().to_dict()}
             for n, c in ((name, ADAPTERS.get(name)) for name in ADAPTERS.names())]
 
 
@@ -33,4 +35,6 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         print(textwrap.fill(f"trains: {r['trains']}", 100, initial_indent=indent,
                             subsequent_indent=indent + "  "))
         print(f"{indent}mergeable: {'yes' if r['mergeable'] else 'no'}   {r['url']}")
+        fields = ", ".join(f"{k}={json.dumps(v)}" for k, v in r["fields"].items())
+        print(textwrap.fill(f"fields: {fields}", 100, initial_indent=indent, subsequent_indent=indent + "  "))
     return 0

@@ -83,9 +83,11 @@ def resolve_settings(config_path: str | None, tokens: list[str]) -> dict[str, An
         same = [k for k in values if name is not None and canonical_key(k) == name]
         if dot:
             if name is None or dict not in _kinds(name):
-                raise ConfigError(f"{key}: only dict settings (method_config, rank_pattern, ...) take dotted keys.")
+                raise ConfigError(f"{key}: only dict settings (method_config, rank_pattern, ...) "
+                                  "take dotted keys.")
             merged = dict(next((values[k] for k in same if isinstance(values[k], dict)), {}))
-            # method_config and optimizer_config keys are field names (dashes allowed); pattern keys are regexes
+            # method_config and optimizer_config keys are field names (dashes allowed);
+            # pattern keys are regexes, kept as written
             merged[sub.replace("-", "_") if name.endswith("_config") else sub] = value
             value, head = merged, name
         for k in same:

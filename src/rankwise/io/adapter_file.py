@@ -24,14 +24,15 @@ from typing import Any
 from torch import nn
 
 from .._registry import FAMILIES
+from .._version import __version__
 from ..errors import AdapterFileError, ConfigError
 from .atomic import atomic_directory, save_tensors, write_json
 from .fingerprint import check_base, model_fingerprint
+from .peft_format import PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, load_peft_adapter, save_peft_adapter
 from .readers import load_tensors, read_json, sha256_file
 
 FORMAT_VERSION = 2
 WEIGHTS_FILE, META_FILE = "adapter.safetensors", "adapter.json"
-PEFT_WEIGHTS_FILE, PEFT_CONFIG_FILE = "adapter_model.safetensors", "adapter_config.json"
 # Files a save may replace; anything else in the directory means it is not an adapter directory.
 ADAPTER_DIR_FILES = {WEIGHTS_FILE, META_FILE, PEFT_WEIGHTS_FILE, PEFT_CONFIG_FILE, "README.md"}
 _KNOWN_KEYS = {"format_version", "rankwise_version", "family", "method", "name", "config", "plan",
@@ -42,15 +43,14 @@ _FORMAT_1_FIELDS = ("rank", "alpha", "dropout")
 
 def rankwise_version() -> str:
     """The installed rankwise version, as written into saved files."""
-    from .. import __version__  # at call time: rankwise/__init__ imports this package before defining it
-
     return __version__
 
 
 def plan_overrides(config: Any, plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """{path: {field: value}} of each layer's differences from `config` (JSON)."""
     shared = config.to_dict()
-    return {path: {k: v for k, v in layer.to_dict().items() if shared.get(k) != v} for path, layer in plan.items()}
+    return {path: {k: v for k, v in layer.to_dict().items() if shared.get(k) != v}
+            for path, layer in plan.items()}
 
 
 def _refuse_foreign_files(directory: Path) -> None:
@@ -89,9 +89,7 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, name: str = "de
     record, tensors = plan_record(model, "adapter", name)
     _refuse_foreign_files(directory)
     if format == "peft":
-        from .peft_format import save_peft_adapter
-
-        return save_peft_adapter(model, directory, record, tensors)
+        return save_peft_adapter(model, directory, record, tensors, rankwise_version())
     meta: dict[str, Any] = {"format_version": FORMAT_VERSION, "rankwise_version": rankwise_version(),
                             **record, "base_model": model_fingerprint(model)}
     with atomic_directory(directory) as tmp:
@@ -115,8 +113,6 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike, name: str | Non
     if (directory / META_FILE).exists():
         return _load_rankwise(model, directory, name, allow_base_mismatch)
     if (directory / PEFT_CONFIG_FILE).exists():
-        from .peft_format import load_peft_adapter
-
         return load_peft_adapter(model, directory, name, allow_base_mismatch)
     present = sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
     raise AdapterFileError(
@@ -152,13 +148,15 @@ def check_record(meta: dict[str, Any], source: Path, family: str) -> int:
         raise AdapterFileError(f"{source}: every plan entry must be a JSON object; the file was edited.")
     if meta.get("family", "adapter") != family:
         raise AdapterFileError(f"{source} holds a {meta['family']!r} file, not an {family}; load it with "
-                               f"the {meta['family']} family's loader (rankwise.models.load for a model folder).")
+                               f"the {meta['family']} family's loader (rankwise.models.load for a model "
+                               "folder).")
     name = meta.get("name", "default")
     if not isinstance(name, str) or not name or "." in name:
         raise AdapterFileError(f"{source}: {family} name {name!r} must be a non-empty string without '.'.")
     unknown = sorted(set(meta) - _KNOWN_KEYS)
     if unknown:
-        warnings.warn(f"{source}: ignoring unknown keys {unknown} (written by a newer rankwise?).", stacklevel=4)
+        warnings.warn(f"{source}: ignoring unknown keys {unknown} (written by a newer rankwise?).",
+                      stacklevel=4)
     methods = FAMILIES.get(family).methods
     if meta["method"] not in methods:
         raise AdapterFileError(
@@ -189,8 +187,8 @@ def parse_plan(meta: dict[str, Any], source: Path, family: str) -> tuple[Any, di
         stray = sorted(set(layer_configs) - set(meta["targets"]))
         if stray:
             raise AdapterFileError(f"{source}: layer_configs names modules not in targets: {stray[:5]}.")
-        plan = {path: parse(layer_configs[path], f"layer_configs[{path!r}]") if path in layer_configs else config
-                for path in meta["targets"]}
+        plan = {path: parse(layer_configs[path], f"layer_configs[{path!r}]")
+                if path in layer_configs else config for path in meta["targets"]}
     else:
         plan = {path: parse({**meta["config"], **overrides}, f"plan[{path!r}]") if overrides else config
                 for path, overrides in meta["plan"].items()}

@@ -106,18 +106,20 @@ def load_model(directory: str | os.PathLike, build) -> nn.Module:
     meta = read_json(meta_path)
     records = meta.get("records")
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise AdapterFileError(f"{meta_path} has no list of records; it is not a rankwise model folder or was edited.")
+        raise AdapterFileError(f"{meta_path} has no list of records; it is not a rankwise model folder "
+                               "or was edited.")
     for file, digest in (meta.get("sha256") or {}).items():
         if not (directory / file).is_file() or sha256_file(directory / file) != digest:
-            raise AdapterFileError(f"{directory / file} is missing or does not match the checksum in {META_FILE}; "
-                                   "re-copy or re-save the model.")
+            raise AdapterFileError(f"{directory / file} is missing or does not match the checksum in "
+                                   f"{META_FILE}; re-copy or re-save the model.")
     family_tensors, _ = load_tensors(directory / FAMILY_WEIGHTS)
     parsed = []
     for index, record in enumerate(records):
         family = record.get("family")
         if not isinstance(family, str) or family not in FAMILIES:
-            raise AdapterFileError(f"{meta_path}: record {index} is of family {family!r}, which this rankwise "
-                                   f"{rankwise_version()} does not know ({', '.join(FAMILIES.names())}).")
+            raise AdapterFileError(f"{meta_path}: record {index} is of family {family!r}, which this "
+                                   f"rankwise {rankwise_version()} does not know "
+                                   f"({', '.join(FAMILIES.names())}).")
         config, plan = parse_plan({"format_version": meta.get("format_version"), **record}, meta_path, family)
         prefix = f"{family}/{record['name']}/"
         state = {key[len(prefix):]: value for key, value in family_tensors.items() if key.startswith(prefix)}

@@ -144,11 +144,13 @@ def peft_patterns(config: dict[str, Any], plan: dict[str, dict[str, Any]],
     """PEFT's (rank_pattern, alpha_pattern) for the plan's layers whose rank or alpha differ from `config`."""
     ranks, alphas = {}, {}
     for path, overrides in plan.items():
-        other = sorted(set(overrides) - {"rank", "alpha", "targets", "exclude", "rank_pattern", "alpha_pattern"})
+        free = {"rank", "alpha", "targets", "exclude", "rank_pattern", "alpha_pattern"}
+        other = sorted(set(overrides) - free)
         if other:
             raise ConfigError(
                 f"{path} differs from the adapter's other layers in more than rank and alpha "
-                f"({', '.join(other)}); PEFT's file format has per-layer rank_pattern and alpha_pattern only. "
+                f"({', '.join(other)}); PEFT's file format has per-layer rank_pattern and alpha_pattern "
+                "only. "
                 "Save with format='rankwise'."
             )
         key = re.escape(path)  # PEFT matches "(.*\.)?(key)$": a full path matches only itself

@@ -28,12 +28,12 @@ from torch import nn
 
 from .._registry import FAMILIES
 from ..errors import AdapterFileError, ConfigError
-from .adapter_file import PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, rankwise_version
 from .atomic import atomic_directory, save_tensors, write_json
 from .fingerprint import check_base, model_fingerprint
 from .peft_config import layer_configs_from_peft, peft_config_for, peft_patterns, rankwise_config_from_peft
 from .readers import load_tensors, read_json
 
+PEFT_WEIGHTS_FILE, PEFT_CONFIG_FILE = "adapter_model.safetensors", "adapter_config.json"
 KEY_PREFIX = "base_model.model."
 # rankwise tensor name -> PEFT's saved suffix (adapter name already removed by PEFT on save)
 PEFT_SUFFIX = {"lora_A": "lora_A.weight", "lora_B": "lora_B.weight", "magnitude": "lora_magnitude_vector"}
@@ -64,8 +64,8 @@ PEFT_EXPORTS = {"lora": _same, "rslora": _same, "dora": _same, "pissa": _pissa, 
 EXPORTABLE = tuple(PEFT_EXPORTS)
 
 
-def save_peft_adapter(model: nn.Module, directory: Path, record: dict, tensors: dict) -> Path:
-    """Write the adapter `record` (io.adapter_file.plan_record) in PEFT's format (see the module docstring)."""
+def save_peft_adapter(model: nn.Module, directory: Path, record: dict, tensors: dict, version: str) -> Path:
+    """Write the adapter `record` (io.adapter_file.plan_record) in PEFT's format (module docstring)."""
     method, config, plan = record["method"], record["config"], record["plan"]
     if method not in EXPORTABLE:
         raise ConfigError(
@@ -88,7 +88,7 @@ def save_peft_adapter(model: nn.Module, directory: Path, record: dict, tensors: 
     metadata = {
         "format": "pt",
         FINGERPRINT_METADATA: json.dumps(fingerprint, sort_keys=True),
-        "rankwise_version": rankwise_version(),
+        "rankwise_version": version,
     }
     with atomic_directory(directory) as tmp:
         save_tensors(tmp / PEFT_WEIGHTS_FILE, peft_tensors, metadata=metadata)

@@ -28,7 +28,9 @@ def smallest_magnitude_indices(weight: torch.Tensor, count: int) -> torch.Tensor
 
 
 def low_rank_magnitudes(weight: torch.Tensor, rank: int, svd_iters: int = 0) -> torch.Tensor:
-    """|W_r|, the entrywise magnitude of W's best rank-`rank` approximation (randomized SVD if svd_iters > 0)."""
+    """|W_r|, the entrywise magnitude of W's best rank-`rank` approximation
+    (randomized SVD if svd_iters > 0).
+    """
     svd = top_svd(weight, rank, svd_iters)
     return svd.to_dense().abs()
 

@@ -25,7 +25,7 @@ _BLOCK_INDEX = re.compile(r"\.(\d+)(?:\.|$)")
 
 
 def pattern_value(patterns: Mapping[str, Any], path: str, default: Any) -> Any:
-    """The value of the first key matching a dotted suffix of `path` (PEFT's get_pattern_key), else default."""
+    """The value of the first key matching a dotted suffix of `path` (PEFT's get_pattern_key), or default."""
     for key, value in patterns.items():
         if re.match(rf"(.*\.)?({key})$", path):
             return value

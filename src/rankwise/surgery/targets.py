@@ -57,7 +57,9 @@ def find_targets(
 ) -> list[str]:
     """Names of the modules selected by `targets`, minus those matching any `exclude` pattern."""
     named = [(name, module) for name, module in model.named_modules() if name]
-    if isinstance(targets, type) or (isinstance(targets, tuple) and all(isinstance(t, type) for t in targets)):
+    if isinstance(targets, type) or (
+        isinstance(targets, tuple) and all(isinstance(t, type) for t in targets)
+    ):
         chosen = [name for name, module in named if isinstance(module, targets)]
         unmatched: list[str] = [] if chosen else [str(targets)]
     elif targets == "all-blocks":
@@ -80,7 +82,9 @@ def find_targets(
         unmatched = [p for p in patterns if not any(_matches(name, p) for name, _ in named)]
     if unmatched:
         leaves = sorted({name.rpartition(".")[2] for name in linear_names(model)})
-        close = sorted({c for p in unmatched for c in difflib.get_close_matches(p.rpartition(".")[2], leaves, n=3)})
+        close = sorted(
+            {c for p in unmatched for c in difflib.get_close_matches(p.rpartition(".")[2], leaves, n=3)}
+        )
         hint = f" Close names: {', '.join(close)}." if close else ""
         raise TargetError(
             f"target pattern(s) {', '.join(map(repr, unmatched))} matched no module.{hint} "

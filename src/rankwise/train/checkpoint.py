@@ -134,7 +134,9 @@ def verify_checkpoint(path: str | Path) -> dict:
         raise AdapterFileError(f"{manifest_path} lists no files; the checkpoint is damaged.")
     for rel, entry in files.items():
         file = path / rel
-        if not file.is_file() or file.stat().st_size != entry["bytes"] or sha256_file(file) != entry["sha256"]:
+        intact = (file.is_file() and file.stat().st_size == entry["bytes"]
+                  and sha256_file(file) == entry["sha256"])
+        if not intact:
             raise AdapterFileError(f"{file} is missing or differs from what the manifest recorded; "
                                    "the checkpoint is damaged, resume from another one.")
     return manifest
@@ -151,7 +153,7 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
         if (path / "manifest.json").is_file():
             found.append((int(match.group(1)), path))
         else:
-            warnings.warn(f"skipping incomplete checkpoint {path} (no manifest.json)")
+            warnings.warn(f"skipping incomplete checkpoint {path} (no manifest.json)", stacklevel=2)
     return [path for _, path in sorted(found)]
 
 
@@ -163,7 +165,7 @@ def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
                 verify_checkpoint(path)
                 return path
             except AdapterFileError as err:
-                warnings.warn(f"skipping damaged checkpoint: {err}")
+                warnings.warn(f"skipping damaged checkpoint: {err}", stacklevel=2)
         return None
     path = Path(resume)
     if not path.is_dir():
@@ -178,7 +180,8 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     verify_checkpoint(path)
     state = read_json(path / "trainer_state.json")
-    state["optimizer"] = unflatten_optimizer(load_tensors(path / "optimizer.safetensors")[0], state["optimizer"])
+    optimizer_tensors = load_tensors(path / "optimizer.safetensors")[0]
+    state["optimizer"] = unflatten_optimizer(optimizer_tensors, state["optimizer"])
     state["rng_tensors"] = load_tensors(path / "rng.safetensors")[0]
     state["adapter"] = load_tensors(path / "adapter" / "adapter.safetensors")[0]
     return state

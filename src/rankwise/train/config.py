@@ -42,7 +42,8 @@ class TrainConfig:
         default_factory=dict, metadata={"help": "method-specific config fields, e.g. {\"svd_iters\": 4}"})
     adapter_name: str = _opt("default", "name the adapter is attached and saved under")
     task: str | list[str] | None = _opt(
-        None, "a bundled task (see rankwise.data.list_tasks()), or a list of tasks learned in order; or give data=")
+        None,
+        "a bundled task (see rankwise.data.list_tasks()), or a list of tasks learned in order; or give data=")
     data: str | list[str] | None = _opt(
         None, "a JSONL/CSV file of prompt/answer rows, or a list of files learned in order; or give task=")
     eval_data: str | None = _opt(None, "held-out file for data=; default: the last eval_split of data")
@@ -138,7 +139,8 @@ class TrainConfig:
 
 
 # Method config fields that the training config holds at its top level (PEFT's vocabulary).
-SHARED_FIELDS = ("rank", "alpha", "dropout", "targets", "rank_pattern", "alpha_pattern", "layers_to_transform")
+SHARED_FIELDS = ("rank", "alpha", "dropout", "targets", "rank_pattern", "alpha_pattern",
+                 "layers_to_transform")
 FIELD_TYPES = typing.get_type_hints(TrainConfig)
 FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
 ALIASES = {
@@ -219,7 +221,8 @@ def _check_values(c: TrainConfig) -> None:
             "eval_data goes with data=; a task has its own test split.")
     if isinstance(c.task, list) or isinstance(c.data, list):
         require(len(c.sequence()) >= 1, "the list of tasks is empty.")
-        require(c.eval_data is None, "with a list of data files, each file's held-out part is its eval_split.")
+        require(c.eval_data is None,
+                "with a list of data files, each file's held-out part is its eval_split.")
         require(c.resume is None, "a sequence of tasks cannot resume; run it again from the start.")
     from ..models import EMBEDDED
 

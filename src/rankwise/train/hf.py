@@ -95,7 +95,8 @@ class RankwiseCallback(TrainerCallback):
             self._group_lrs = [group["lr"] for group in optimizer.param_groups]
 
     def on_step_end(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
-        context = StepContext(state.global_step, optimizer, lr_scheduler, state.max_steps or None, self._group_lrs)
+        context = StepContext(state.global_step, optimizer, lr_scheduler, state.max_steps or None,
+                              self._group_lrs)
         hooks.after_step(model, context)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):

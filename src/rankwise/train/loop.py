@@ -14,6 +14,7 @@ batch B, so the data position is just the micro-batch counter, and every batch i
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import warnings
@@ -30,6 +31,9 @@ from .checkpoint import capture_rng, read_checkpoint, restore_rng, rotate_checkp
 from .config import TrainConfig
 from .schedule import build_scheduler, warmup_steps_for
 
+# TrainConfig's defaults: a setting newer than a checkpoint was, in effect, at its default there.
+_DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+             for f in dataclasses.fields(TrainConfig)}
 # Settings a checkpoint may be resumed under with other values; any other change is an error.
 RESUMABLE_CHANGES = {"max_steps", "output_dir", "eval_every", "save_every", "save_total_limit", "resume",
                      "max_new_tokens", "eval_batch_size", "eval_size", "progress"}
@@ -61,8 +65,8 @@ def run_fingerprint(config: TrainConfig, features: list[dict], world_size: int) 
 
 
 def _check_fingerprint(saved: dict, current: dict, path: Path) -> None:
-    diffs = [f"{k}: checkpoint {saved['settings'].get(k)!r}, now {v!r}"
-             for k, v in current["settings"].items() if saved["settings"].get(k) != v]
+    old = {k: saved["settings"].get(k, _DEFAULTS.get(k)) for k in current["settings"]}
+    diffs = [f"{k}: checkpoint {old[k]!r}, now {v!r}" for k, v in current["settings"].items() if old[k] != v]
     diffs += [f"{k}: checkpoint {saved[k]!r}, now {current[k]!r}"
               for k in ("world_size", "examples", "data_sha256") if saved[k] != current[k]]
     if diffs:
@@ -183,6 +187,7 @@ def _restart_log(path: Path, step: int) -> list[dict]:
     if step > 0 and path.is_file():
         records = [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= step]
         if len(records) < step:
-            warnings.warn(f"{path} has {len(records)} records for {step} resumed steps; the curve has gaps")
+            warnings.warn(f"{path} has {len(records)} records for {step} resumed steps; the curve has gaps",
+                          stacklevel=3)
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return records
