@@ -69,6 +69,8 @@ def adapt(
     the other parameters' requires_grad as they are (full-rank or pre-training runs); by default
     only the new adapter's tensors train.
     """
+    if not isinstance(name, str) or not name or "." in name:
+        raise ConfigError(f"adapter name {name!r} must be a non-empty string without '.'.")
     cls = ADAPTERS.get(method)
     if config is None:
         config = cls.config_class.create(method, **fields)
@@ -78,8 +80,7 @@ def adapt(
         raise ConfigError(f"{method} needs a {cls.config_class.__name__}, got {type(config).__name__}.")
     if name in adapter_names(model):
         raise ConfigError(f"the model already has an adapter named {name!r}; pick another name or unload it.")
-    if not name or "." in name:
-        raise ConfigError(f"adapter name {name!r} must be a non-empty string without '.'.")
+
     plan = make_plan(model, config) if plan is None else dict(plan)
     built = _build(model, cls, config, plan)
     if state is None:
