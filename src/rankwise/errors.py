@@ -27,3 +27,7 @@ class DataError(RankwiseError, ValueError):
 
 class NotMergeable(RankwiseError, TypeError):
     """The method's update cannot be folded into the base weight."""
+
+
+class TrainingDiverged(RankwiseError, ArithmeticError):
+    """The loss or the trained tensors became NaN or infinite; nothing was saved over earlier work."""

@@ -114,3 +114,12 @@ def test_resume_latest_through_the_cli_continues_the_run(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["resumed_from"].endswith("step-000001") and results["steps"] == 2
     assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_python_dash_m_rankwise_runs_the_command():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "rankwise", "--version"], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0 and done.stdout.startswith("rankwise "), done.stderr

@@ -80,3 +80,33 @@ def test_loading_onto_a_bfloat16_copy_works(tmp_path, tiny_ids):
     save_adapter(model, tmp_path / "a")
     half = load_adapter(make_tiny_llama().to(torch.bfloat16), tmp_path / "a")
     assert torch.allclose(logits(half, tiny_ids).float(), logits(model, tiny_ids), atol=0.1)
+
+
+def _only_a_targeted_weight_differs():
+    """The base, with one weight changed that no general sample covers but the adapter targets."""
+    other = make_tiny_llama()
+    with torch.no_grad():
+        other.model.layers[0].self_attn.v_proj.weight.add_(1e-2)
+    return other
+
+
+def test_an_adapter_never_loads_silently_onto_other_targeted_weights(tmp_path, tiny_ids):
+    model = adapted_llama("lora", targets=["v_proj"])
+    save_adapter(model, tmp_path / "a")
+    general = model_fingerprint(make_tiny_llama())  # the 8 general samples miss this weight
+    assert fingerprint_differences(general, _only_a_targeted_weight_differs()) == []
+    with pytest.raises(BaseModelMismatch, match="targeted weight.*model.layers.0.self_attn.v_proj"):
+        load_adapter(_only_a_targeted_weight_differs(), tmp_path / "a")
+    with pytest.warns(UserWarning, match="allow_base_mismatch=True"):
+        load_adapter(_only_a_targeted_weight_differs(), tmp_path / "a", allow_base_mismatch=True)
+    merged = load_adapter(make_tiny_llama(), tmp_path / "a")
+    rankwise.merge(merged)  # merged in place: its pre-merge weights are still the base's
+    load_adapter(merged, tmp_path / "a", name="again")
+
+
+def test_an_adapter_does_not_load_onto_the_model_it_was_merged_into(tmp_path):
+    model = adapted_llama("lora")
+    save_adapter(model, tmp_path / "a")
+    rankwise.unload(model, merge=True)  # the update is now part of the weights: loading would apply it twice
+    with pytest.raises(BaseModelMismatch, match="already merged"):
+        load_adapter(model, tmp_path / "a")

@@ -12,6 +12,7 @@ import torch
 from rankwise.adapters import adapted_layers
 from rankwise.errors import AdapterFileError, ConfigError
 from rankwise.io import load_adapter, load_tensors, read_json, save_adapter, save_tensors, write_json
+from rankwise.io.adapter_file import settings_digest
 from rankwise.io.readers import sha256_file
 
 from .io_helpers import adapted_llama, logits, make_tiny_llama
@@ -24,9 +25,13 @@ def saved(tmp_path) -> Path:
     return directory
 
 
-def _edit_json(directory: Path, edit) -> None:
+def _edit_json(directory: Path, edit, sign: bool = True) -> None:
+    """Edit adapter.json; sign=True re-computes its settings checksum, as a writer with other settings
+    (a newer or buggy rankwise) would, so that the checks behind the checksum are what is tested."""
     meta = json.loads((directory / "adapter.json").read_text())
     edit(meta)
+    if sign and "settings_sha256" in meta:
+        meta["settings_sha256"] = settings_digest(meta)
     write_json(directory / "adapter.json", meta)
 
 
@@ -199,6 +204,7 @@ def _as_format_1(meta: dict) -> None:
     """Rewrite a format-2 adapter.json the way rankwise 0.1 wrote it: targets and layer_configs, no plan."""
     plan = meta.pop("plan")
     meta.pop("family")
+    meta.pop("settings_sha256")
     meta.update(format_version=1, targets=list(plan),
                 layer_configs={path: {**meta["config"], **changes}
                                for path, changes in plan.items() if changes})
@@ -230,3 +236,30 @@ def test_layer_configs_for_unknown_modules(saved, tiny_ids):
     _edit_json(saved, _as_format_1)
     _edit_json(saved, lambda meta: meta.update(layer_configs={"model.nope": meta["config"]}))
     _fails_cleanly(saved, AdapterFileError, "layer_configs names modules not in targets", tiny_ids)
+
+
+def test_an_edited_setting_is_caught_by_the_settings_checksum(saved, tiny_ids):
+    _edit_json(saved, lambda meta: meta["config"].update(alpha=64.0), sign=False)
+    _fails_cleanly(saved, AdapterFileError, "settings_sha256", tiny_ids)
+    _edit_json(saved, lambda meta: meta.update(method="rslora"), sign=False)
+    _fails_cleanly(saved, AdapterFileError, "settings_sha256", tiny_ids)
+
+
+@pytest.mark.parametrize("key", ["weights_sha256", "settings_sha256"])
+def test_removing_a_checksum_does_not_turn_the_check_off(saved, key, tiny_ids):
+    _edit_json(saved, lambda meta: meta.pop(key), sign=False)
+    _fails_cleanly(saved, AdapterFileError, key, tiny_ids)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64])
+def test_tensors_of_another_kind_are_refused_not_cast(saved, dtype, tiny_ids):
+    key = "model.layers.0.self_attn.q_proj.lora_A"
+    _rewrite_tensors(saved, lambda t: t.update({key: t[key].to(dtype)}))
+    _fails_cleanly(saved, AdapterFileError, f"{key} is {dtype}", tiny_ids)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_tensors_are_refused(saved, value, tiny_ids):
+    key = "model.layers.1.mlp.down_proj.lora_B"
+    _rewrite_tensors(saved, lambda t: t[key].view(-1).__setitem__(3, value))
+    _fails_cleanly(saved, AdapterFileError, f"{key} holds NaN or infinite", tiny_ids)

@@ -114,3 +114,57 @@ def test_hooks_are_called_as_documented(tmp_path, monkeypatch):
     assert calls == {"init": [2], "reg": 6, "final": 1}  # 3 steps x 2 micro-batches
     assert [call[:4] for call in after] == [(s, 3, True, True) for s in (1, 2, 3)]
     assert all("regularizer" in record for record in summary["log"])
+
+
+def test_a_torn_last_log_line_is_dropped_and_the_run_resumes(tmp_path, monkeypatch):
+    reference, _ = run(tmp_path / "ref", save_every=2)
+    with monkeypatch.context() as patch:
+        crash_at(patch, 5)
+        with pytest.raises(Crash):
+            run(tmp_path / "cut", save_every=2)
+    with open(tmp_path / "cut" / "log.jsonl", "a", encoding="utf-8") as log:
+        log.write('{"step": 5, "loss": 0.12')  # killed in the middle of an append
+    with pytest.warns(UserWarning, match="torn last line"):
+        resumed, _ = run(tmp_path / "cut", resume=True, save_every=2)
+    assert log_of(tmp_path / "cut") == log_of(tmp_path / "ref")
+    ref, res = adapter_tensors(reference), adapter_tensors(resumed)
+    assert all(torch.equal(ref[k], res[k]) for k in ref)
+
+
+def test_a_bad_line_inside_the_log_is_named(tmp_path):
+    run(tmp_path, save_every=2, max_steps=4)
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    lines[1] = "not json"
+    (tmp_path / "log.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=r"log.jsonl:2: not a log record"):
+        run(tmp_path, resume=True, save_every=2, max_steps=6)
+
+
+def test_resume_latest_refuses_when_every_checkpoint_is_damaged_and_deletes_nothing(tmp_path):
+    from rankwise.errors import AdapterFileError
+
+    run(tmp_path, save_every=2, max_steps=4)
+    damaged = list_checkpoints(tmp_path)
+    for path in damaged:
+        with open(path / "optimizer.safetensors", "r+b") as handle:
+            handle.seek(-1, 2)
+            handle.write(b"\x01")
+    log_before = (tmp_path / "log.jsonl").read_bytes()
+    with pytest.raises(AdapterFileError, match="every checkpoint .* is damaged.*step-000004.*step-000002"):
+        resolve_resume("latest", tmp_path)
+    assert [p.exists() for p in damaged] == [True, True]
+    assert (tmp_path / "log.jsonl").read_bytes() == log_before
+
+
+def test_a_diverged_run_stops_and_saves_nothing_over_good_work(tmp_path):
+    from rankwise.errors import TrainingDiverged
+    from rankwise.io import load_tensors
+
+    run(tmp_path, save_every=2, max_steps=2)
+    good = (tmp_path / "checkpoints" / "step-000002" / "adapter" / "adapter.safetensors").read_bytes()
+    with pytest.raises(TrainingDiverged, match="Lower learning_rate"):
+        run(tmp_path / "wild", save_every=1, learning_rate=1e30, max_grad_norm=0.0)
+    for path in list_checkpoints(tmp_path / "wild"):  # what was saved before it diverged is finite
+        tensors, _ = load_tensors(path / "adapter" / "adapter.safetensors")
+        assert all(torch.isfinite(t).all() for t in tensors.values()), path
+    assert (tmp_path / "checkpoints" / "step-000002" / "adapter" / "adapter.safetensors").read_bytes() == good

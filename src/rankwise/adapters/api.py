@@ -140,9 +140,18 @@ def _build(model: nn.Module, cls: type[Adapter], config: AdapterConfig,
 
 def _load_state(layers: Mapping[str, Adapter], state: Mapping[str, torch.Tensor], source: Any) -> None:
     """Check every tensor of `state` against `layers` (listing all problems at once), then load them."""
-    expected = {f"{path}.{key}": tuple(value.shape)
-                for path, adapter in layers.items() for key, value in adapter.state_dict().items()}
-    check_state(expected, state, source)
+    own = {f"{path}.{key}": value
+           for path, adapter in layers.items() for key, value in adapter.state_dict().items()}
+    check_state({key: tuple(value.shape) for key, value in own.items()}, state, source)
+    for key, value in state.items():
+        wanted = own[key].dtype
+        if value.dtype.is_complex or value.dtype.is_floating_point != wanted.is_floating_point or (
+                not wanted.is_floating_point and value.dtype != wanted):
+            raise AdapterFileError(f"{source}: {key} is {value.dtype}, where this adapter holds {wanted}; "
+                                   "the file was edited or written by another tool.")
+        if value.dtype.is_floating_point and not torch.isfinite(value).all():
+            raise AdapterFileError(f"{source}: {key} holds NaN or infinite values (a diverged run?); "
+                                   "load an earlier checkpoint instead.")
     for path, adapter in layers.items():
         prefix = path + "."
         adapter.load_state_dict({key[len(prefix):]: value for key, value in state.items()
@@ -172,9 +181,16 @@ def layout(model: nn.Module, name: str) -> tuple[str, AdapterConfig, dict[str, A
     return methods.pop(), layout_config(first), plan, state
 
 
+def _names(names: Any, what: str) -> list[str]:
+    names = [names] if isinstance(names, str) else names
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{what} takes an adapter name or a list of names, got {names!r}.")
+    return list(names)
+
+
 def set_active(model: nn.Module, names: str | list[str]) -> None:
     """Make `names` the adapters that run (in that order) and train; the others stay frozen."""
-    names = [names] if isinstance(names, str) else list(names)
+    names = _names(names, "set_active")
     known = adapter_names(model)
     missing = [n for n in names if n not in known]
     if missing:
@@ -195,6 +211,8 @@ def active_adapters(model: nn.Module) -> list[str]:
 
 def merge(model: nn.Module) -> nn.Module:
     """Fold every active adapter into its base weight (undo with unmerge)."""
+    if not active_adapters(model):
+        raise ConfigError("the model has no active adapter to merge; adapt or load_adapter first.")
     for layer in adapted_layers(model).values():
         layer.merge(layer.active)
     return model
@@ -214,7 +232,10 @@ def unload(model: nn.Module, names: str | list[str] | None = None, *, merge: boo
     their active order, and the adapters that stay run on top of that weight; otherwise the base
     weights come back as they were before `adapt`.
     """
-    names = adapter_names(model) if names is None else ([names] if isinstance(names, str) else list(names))
+    names = adapter_names(model) if names is None else _names(names, "unload")
+    unknown = [n for n in names if n not in adapter_names(model)]
+    if unknown:
+        raise ConfigError(f"unknown adapter(s) {unknown}; this model has {adapter_names(model) or 'none'}.")
     for path, layer in adapted_layers(model).items():
         chosen = [n for n in layer.adapters if n in names]
         folded = [n for n in layer.active if n in names]

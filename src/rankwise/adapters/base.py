@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -55,9 +56,25 @@ class AdapterConfig:
     layers_to_transform: list[int] | None = None  # keep only modules of these block indices (PEFT's field)
 
     # Configs that must be rejected, per class; `bad_configs()` collects them along the class hierarchy.
-    invalid: ClassVar[tuple[dict, ...]] = ({"layers_to_transform": [-1]},)
+    invalid: ClassVar[tuple[dict, ...]] = (
+        {"layers_to_transform": [-1]}, {"targets": 123}, {"targets": "q_proj["}, {"exclude": "q_proj"})
 
     def __post_init__(self) -> None:
+        targets = self.targets
+        # None: a config read back from a file whose targets were module types; its plan is exact.
+        kinds = targets is None or isinstance(targets, (str, type)) or (
+            isinstance(targets, (list, tuple)) and all(isinstance(t, (str, type)) for t in targets))
+        if not kinds:
+            raise ConfigError(f"targets must be a regex, a list of names or globs, or module types; "
+                              f"got {targets!r}.")
+        if isinstance(targets, str) and targets not in ("all-linear", "all-blocks"):
+            try:
+                re.compile(targets)
+            except re.error as err:
+                raise ConfigError(f"targets={targets!r} is not a valid regular expression ({err}); "
+                                  "for a list of names write [\"q_proj\", \"v_proj\"].") from None
+        if not isinstance(self.exclude, (list, tuple)) or not all(isinstance(e, str) for e in self.exclude):
+            raise ConfigError(f"exclude must be a list of names or globs, got {self.exclude!r}.")
         layers = self.layers_to_transform
         if layers is not None and not (isinstance(layers, list) and all(
                 isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers)):
@@ -117,8 +134,6 @@ class AdapterConfig:
 
 
 def _check_patterns(config: AdapterConfig, name: str, check) -> None:
-    import re
-
     for key, value in getattr(config, name).items():
         try:
             re.compile(key)

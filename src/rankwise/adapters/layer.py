@@ -122,6 +122,9 @@ class AdaptedLinear(AdaptedModule):
         self._unmerged_weight = None
         self.merged = []
 
+    def original_weight(self) -> torch.Tensor:
+        return self._unmerged_weight if self._unmerged_weight is not None else self.base.weight
+
     def keep_merged(self) -> None:
         """Make the merged weight the base for good: unmerge no longer restores the old one."""
         self._unmerged_weight, self.merged = None, []

@@ -5,7 +5,8 @@ rankwise format (format_version 2), written for adapters as adapter.safetensors 
     <stem>.json          format_version, rankwise_version, family ("adapter", ...), method, name,
                          config (the config the plan was made from, config.to_dict()),
                          plan {module path: {field: value} where that layer's config differs, else {}},
-                         base_model (fingerprint.py), weights_sha256
+                         base_model (fingerprint.py), weights_sha256, and settings_sha256: the
+                         sha256 of family, method, config and plan, so an edited setting is caught
 Format 1 (rankwise ≤ 0.1: config, targets, layer_configs {path: full config}) still loads.
 A directory is written as a whole through atomic_directory: a failed or interrupted save leaves the
 previous files there untouched. load_adapter picks rankwise's or PEFT's format from the config file.
@@ -16,6 +17,8 @@ model holds) through rankwise._registry.FAMILIES and never imports one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import warnings
 from pathlib import Path
@@ -36,7 +39,7 @@ WEIGHTS_FILE, META_FILE = "adapter.safetensors", "adapter.json"
 # Files a save may replace; anything else in the directory means it is not an adapter directory.
 ADAPTER_DIR_FILES = {WEIGHTS_FILE, META_FILE, PEFT_WEIGHTS_FILE, PEFT_CONFIG_FILE, "README.md"}
 _KNOWN_KEYS = {"format_version", "rankwise_version", "family", "method", "name", "config", "plan",
-               "base_model", "weights_sha256", "targets", "layer_configs"}
+               "base_model", "weights_sha256", "settings_sha256", "targets", "layer_configs"}
 # Fields every format-1 config held, which methods that do not use them no longer have.
 _FORMAT_1_FIELDS = ("rank", "alpha", "dropout")
 
@@ -44,6 +47,12 @@ _FORMAT_1_FIELDS = ("rank", "alpha", "dropout")
 def rankwise_version() -> str:
     """The installed rankwise version, as written into saved files."""
     return __version__
+
+
+def settings_digest(meta: dict[str, Any]) -> str:
+    """sha256 of what decides a file's outputs besides its tensors: family, method, config and plan."""
+    settings = {key: meta.get(key) for key in ("family", "method", "config", "plan")}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def plan_overrides(config: Any, plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -91,7 +100,8 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, name: str = "de
     if format == "peft":
         return save_peft_adapter(model, directory, record, tensors, rankwise_version())
     meta: dict[str, Any] = {"format_version": FORMAT_VERSION, "rankwise_version": rankwise_version(),
-                            **record, "base_model": model_fingerprint(model)}
+                            **record, "base_model": model_fingerprint(model, list(record["plan"])),
+                            "settings_sha256": settings_digest(record)}
     with atomic_directory(directory) as tmp:
         save_tensors(tmp / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
         meta["weights_sha256"] = sha256_file(tmp / WEIGHTS_FILE)
@@ -202,6 +212,11 @@ def _load_rankwise(model: nn.Module, directory: Path, name: str | None,
     meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE
     meta = read_json(meta_path)
     config, plan = parse_plan(meta, meta_path, "adapter")
+    if meta.get("format_version", 1) >= 2 and meta.get("settings_sha256") != settings_digest(meta):
+        raise AdapterFileError(
+            f"{meta_path}: its method, config or plan no longer match the settings_sha256 written with them "
+            "(edited after saving, or the checksum was removed); the outputs would differ from the trained "
+            "adapter's. Re-save it from the model, or re-copy the folder.")
     if "base_model" in meta:
         check_base(meta["base_model"], model, allow_base_mismatch, meta_path)
     else:
@@ -213,6 +228,9 @@ def _load_rankwise(model: nn.Module, directory: Path, name: str | None,
         )
     tensors, _ = load_tensors(weights_path)  # first, so a truncated file gets the more specific error
     expected_sha = meta.get("weights_sha256")
+    if expected_sha is None and meta.get("format_version", 1) >= 2:
+        raise AdapterFileError(f"{meta_path} has no weights_sha256, which every format-2 file carries; the "
+                               "file was edited. Re-save or re-copy the adapter.")
     if expected_sha is not None and sha256_file(weights_path) != expected_sha:
         raise AdapterFileError(
             f"{weights_path} does not match the checksum in {META_FILE}: it changed or was corrupted after "

@@ -8,12 +8,13 @@ was not trained for (PEFT stores the base name but never checks it). Design:
   so that a float32-trained adapter still loads on the same model in bfloat16.
 - weights: {name: SHA-256} of a strided sample (≤ 65,536 values) of up to 8 tensors no adapter edits:
   parameters outside nn.Linear layers (embeddings, norms) and weights of nn.Linear layers that no
-  adapter wraps at save time. Targeted weights are never hashed: merging rewrites them, and methods
-  that train against a residual (PEFT-style PiSSA) may too. Values are rounded to bfloat16 before
-  hashing, so float32 and bfloat16 copies of one model agree; a float16 copy does not (double
-  rounding), and the mismatch message says so.
-On load, a hashed weight of a layer that has since been wrapped and merged is skipped rather than
-reported as a mismatch.
+  adapter wraps at save time. Values are rounded to bfloat16 before hashing, so float32 and bfloat16
+  copies of one model agree; a float16 copy does not (double rounding), and the mismatch message says so.
+- targets: {module path: the same sample hash} of every weight the saved file adapts, taken from the
+  original weight (before any merge), so a file never loads onto another fine-tune's weights, nor onto
+  a model it was already merged into (unload(merge=True)), where it would apply twice.
+On load, a hashed weight of a layer that has since been wrapped and merged is compared through its
+saved pre-merge copy, or skipped among the 8 general samples.
 """
 
 from __future__ import annotations
@@ -105,8 +106,21 @@ def _name_or_path(model: nn.Module) -> str | None:
     return getattr(config, "_name_or_path", None) or getattr(model, "name_or_path", None) or None
 
 
-def model_fingerprint(model: nn.Module) -> dict[str, Any]:
-    """The fingerprint of `model`'s base, as stored under "base_model" in adapter.json."""
+def target_hashes(model: nn.Module, paths) -> dict[str, str]:
+    """{module path: hash of a fixed sample of its original weight} for the modules a file targets."""
+    found = {}
+    for path in paths:
+        module = model.get_submodule(path)
+        weight = module.original_weight() if isinstance(module, Wrapper) else getattr(module, "weight", None)
+        if torch.is_tensor(weight) and not weight.is_meta:
+            found[path] = _sample_hash(weight)
+    return found
+
+
+def model_fingerprint(model: nn.Module, targets=()) -> dict[str, Any]:
+    """The fingerprint of `model`'s base, as stored under "base_model" in adapter.json; with `targets`
+    (the module paths a file adapts) it also hashes each targeted weight, so a file never loads onto
+    another weight at that place, including the one it was already merged into."""
     params = base_parameters(model)
     plain_linear, wrapped_linear = _linear_weight_names(model)
     usable = [n for n, p in params.items() if not p.is_meta]
@@ -119,6 +133,7 @@ def model_fingerprint(model: nn.Module) -> dict[str, Any]:
         "weights": {name: _sample_hash(params[name]) for name in chosen},
         "dtype": _dtype_name(params),
         "name_or_path": _name_or_path(model),
+        **({"targets": target_hashes(model, targets)} if targets else {}),
     }
 
 
@@ -140,6 +155,15 @@ def fingerprint_differences(saved: dict[str, Any], model: nn.Module) -> list[str
             problems.append(f"{name} is missing from this model")
         elif name not in skip and not params[name].is_meta and _sample_hash(params[name]) != digest:
             problems.append(f"{name} has different values")
+    targeted = saved.get("targets") or {}
+    modules = dict(model.named_modules())
+    present = [path for path in targeted if path in modules]
+    problems += [f"{path} is missing from this model" for path in targeted if path not in modules]
+    current = target_hashes(model, present)
+    changed = [path for path in present if current.get(path, targeted[path]) != targeted[path]]
+    if changed:
+        problems.append(f"{len(changed)} targeted weight(s) have other values, e.g. {changed[0]}.weight "
+                        "(another fine-tune of the base, or the adapter is already merged into it)")
     dtype = _dtype_name(params)
     if problems and saved.get("dtype") not in (None, dtype):
         problems.append(

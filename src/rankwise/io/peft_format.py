@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -82,7 +83,7 @@ def save_peft_adapter(model: nn.Module, directory: Path, record: dict, tensors: 
     # rank × factor with alpha × factor keeps PEFT's scaling alpha / rank equal to rankwise's.
     rank, alpha = config["rank"] * factor, config["alpha"] * factor
     rank_pattern, alpha_pattern = peft_patterns(config, plan, factor)
-    fingerprint = model_fingerprint(model)
+    fingerprint = model_fingerprint(model, list(plan))
     peft_config = peft_config_for(method, config, rank, alpha, list(plan), fingerprint["name_or_path"],
                                   rank_pattern, alpha_pattern)
     metadata = {
@@ -141,6 +142,10 @@ def load_peft_adapter(model: nn.Module, directory: Path, name: str | None = None
                 f"{weights_path}: its {FINGERPRINT_METADATA} metadata is not JSON ({err})."
             ) from None
         check_base(saved, model, allow_base_mismatch, weights_path)
+    else:  # a file PEFT wrote: it names its base but never fingerprints it
+        warnings.warn(f"{weights_path} has no base-model fingerprint (PEFT does not write one); cannot check "
+                      f"it fits this model (it names {peft_config.get('base_model_name_or_path')!r}).",
+                      stacklevel=3)
     state, targets = rankwise_state_from_peft(tensors, weights_path)
     # PEFT's own patterns (suffixes, regexes, layers_to_transform) become the exact list of adapted modules.
     config = dataclasses.replace(config, targets=targets)

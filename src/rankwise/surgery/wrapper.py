@@ -19,6 +19,10 @@ class Wrapper(nn.Module):
         """Whether the base's parameters currently differ from the original (e.g. merged adapters)."""
         return False
 
+    def original_weight(self):
+        """The base's weight as it was before anything was merged into it (None if it has none)."""
+        return getattr(self.base, "weight", None)
+
 
 def wrappers(model: nn.Module) -> dict[str, Wrapper]:
     return {path: module for path, module in model.named_modules() if isinstance(module, Wrapper)}

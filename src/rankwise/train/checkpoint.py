@@ -142,30 +142,47 @@ def verify_checkpoint(path: str | Path) -> dict:
     return manifest
 
 
-def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoints under output_dir, oldest first; incomplete ones are reported and skipped."""
+def step_folders(output_dir: str | Path) -> list[Path]:
+    """Every step-* folder under output_dir, complete or not, oldest first."""
     root = checkpoint_root(output_dir)
-    found = []
-    for path in root.iterdir() if root.is_dir() else []:
-        match = _STEP_DIR.fullmatch(path.name)
-        if not match or not path.is_dir():
-            continue
-        if (path / "manifest.json").is_file():
-            found.append((int(match.group(1)), path))
-        else:
-            warnings.warn(f"skipping incomplete checkpoint {path} (no manifest.json)", stacklevel=2)
+    found = [(int(match.group(1)), path) for path in (root.iterdir() if root.is_dir() else [])
+             if path.is_dir() and (match := _STEP_DIR.fullmatch(path.name))]
     return [path for _, path in sorted(found)]
 
 
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints under output_dir, oldest first; incomplete ones are reported and skipped."""
+    found = []
+    for path in step_folders(output_dir):
+        if (path / "manifest.json").is_file():
+            found.append(path)
+        else:
+            warnings.warn(f"skipping incomplete checkpoint {path} (no manifest.json)", stacklevel=2)
+    return found
+
+
 def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
-    """The checkpoint folder `resume` names: "latest" (None when there is none yet) or a path."""
+    """The checkpoint folder `resume` names: "latest" (None when there is none yet) or a path.
+
+    "latest" is the newest checkpoint that verifies. If checkpoints exist but none verifies, that is
+    an error listing what is wrong with each: starting over would overwrite them, and they may hold
+    intact adapter and optimizer files worth recovering by hand.
+    """
     if resume == "latest":
-        for path in reversed(list_checkpoints(output_dir)):
+        problems = []
+        for path in reversed(step_folders(output_dir)):
             try:
                 verify_checkpoint(path)
                 return path
             except AdapterFileError as err:
-                warnings.warn(f"skipping damaged checkpoint: {err}", stacklevel=2)
+                kind = "damaged" if (path / "manifest.json").is_file() else "incomplete"
+                warnings.warn(f"skipping {kind} checkpoint: {err}", stacklevel=2)
+                problems.append(str(err))
+        if problems:
+            raise AdapterFileError(
+                f"resume=latest: every checkpoint in {checkpoint_root(output_dir)} is damaged; "
+                + " | ".join(problems) + ". Nothing was deleted: repair or move them, or resume from a "
+                "checkpoint path, or start fresh in another output_dir.")
         return None
     path = Path(resume)
     if not path.is_dir():

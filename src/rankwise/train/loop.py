@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 
 from ..adapters import StepContext, hooks, load_state
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingDiverged
 from ..optim import build_optimizer
 from .checkpoint import capture_rng, read_checkpoint, restore_rng, rotate_checkpoints, write_checkpoint
 from .config import TrainConfig
@@ -150,6 +151,11 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
         step += 1
         hooks.after_step(model, StepContext(step, optimizer, scheduler, config.max_steps, group_lrs))
         loss_value = accelerator.reduce(torch.stack(losses).mean(), "mean").item()
+        if not math.isfinite(loss_value) or not all(torch.isfinite(p).all() for p in trainable):
+            raise TrainingDiverged(
+                f"training diverged at step {step}: the loss is {loss_value} or a trained tensor is not "
+                f"finite (learning_rate {config.learning_rate:g}). Lower learning_rate (or set "
+                "max_grad_norm); the last checkpoint and any saved adapter are untouched.")
         record = {"step": step, "loss": loss_value, "lr": lr}
         if penalty is not None:
             record["regularizer"] = float(penalty.detach())
@@ -180,12 +186,33 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
     return {"step": step, "loss": loss_value, "log": log}
 
 
+def _read_log(path: Path) -> list[dict]:
+    """The records of a log.jsonl; a torn last line (a kill mid-append) is dropped, a bad line elsewhere
+    is an error naming it."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                raise ValueError("not a step record")
+        except ValueError as err:
+            if number == len(lines):
+                warnings.warn(f"{path}:{number}: dropping a torn last line (the run was killed while "
+                              "writing it)", stacklevel=3)
+                break
+            raise ConfigError(f"{path}:{number}: not a log record ({err}); the log was edited. Remove the "
+                              "line or start in another output_dir.") from None
+        records.append(record)
+    return records
+
+
 def _restart_log(path: Path, step: int) -> list[dict]:
     """The log records up to `step` (those after it belong to the interrupted tail); the file is rewritten."""
     path.parent.mkdir(parents=True, exist_ok=True)
     records = []
     if step > 0 and path.is_file():
-        records = [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= step]
+        records = [r for r in _read_log(path) if r["step"] <= step]
         if len(records) < step:
             warnings.warn(f"{path} has {len(records)} records for {step} resumed steps; the curve has gaps",
                           stacklevel=3)
