@@ -10,8 +10,10 @@ import sys
 import pytest
 import torch
 
+from rankwise.errors import AdapterFileError
 from rankwise.io import atomic as atomic_module
 from rankwise.io import atomic_directory, atomic_path, load_tensors, read_json, save_tensors, write_json
+from rankwise.io.atomic import check_writable
 
 
 def _dead_pid() -> int:
@@ -114,9 +116,38 @@ def test_atomic_directory_failure_keeps_old_content(tmp_path):
 
 def test_atomic_directory_refuses_a_file_target(tmp_path):
     (tmp_path / "f").write_text("x")
-    with pytest.raises(NotADirectoryError):
-        with atomic_directory(tmp_path / "f"):
-            pass
+    with pytest.raises(AdapterFileError, match="is not a directory"), atomic_directory(tmp_path / "f"):
+        pass
+    assert (tmp_path / "f").read_text() == "x"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permissions")
+def test_a_read_only_folder_is_one_named_error(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(AdapterFileError, match=r"cannot write .*ro.*Permission denied"):
+            save_tensors(folder / "x.safetensors", {"a": torch.zeros(2)})
+    finally:
+        folder.chmod(0o700)
+
+
+def test_a_path_under_a_file_and_a_full_disk_are_one_named_error(tmp_path, monkeypatch):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(AdapterFileError, match=r"cannot write .*f/x.json"):
+        write_json(tmp_path / "f" / "x.json", {})
+    with pytest.raises(AdapterFileError, match=r"cannot write .*under"):
+        check_writable(tmp_path / "f" / "under")
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    write_json(tmp_path / "kept.json", {"old": 1})
+    monkeypatch.setattr("os.replace", full)
+    with pytest.raises(AdapterFileError, match="No space left on device.*Nothing saved there before"):
+        write_json(tmp_path / "kept.json", {"new": 2})
+    assert json.loads((tmp_path / "kept.json").read_text()) == {"old": 1}
 
 
 def test_stale_temporaries_of_dead_processes_are_cleaned(tmp_path):

@@ -129,7 +129,8 @@ MODES = [_mode_weights, _mode_compare, _mode_gradients, _mode_heads, _mode_resid
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     from ..analyze import write_report
     from ..errors import ConfigError
-    from ..models import load
+    from ..io.atomic import check_writable
+    from ..models import load, require_causal_lm
 
     # Checked before the model loads: a typo should not cost the minutes the weights section takes.
     for folder in args.compare or []:
@@ -139,11 +140,14 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         if not Path(data).expanduser().is_file():
             raise ConfigError(f"--gradients {data}: no such file; "
                               "pass a .jsonl or .csv of prompt/answer rows.")
+    if args.gradients:
+        require_causal_lm(args.model, "analyze --gradients (an answer-only language-model loss)")
+    out = Path(args.out or f"analysis-{Path(args.model).name}")
+    check_writable(out)  # a bad --out fails now, not after the analysis
     model, args.tokenizer = load(args.model)  # carried on args so every mode keeps one signature
     result: dict = {"model": args.model}
     for mode in MODES:
         mode(args, model, result)
-    out = Path(args.out or f"analysis-{Path(args.model).name}")
     report = write_report(result, out)
     print(f"report: {report}")
     return 0

@@ -50,11 +50,21 @@ def read_examples(args: argparse.Namespace) -> list[dict]:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
-    from ..io.atomic import atomic_path
+    from ..io.atomic import atomic_path, check_writable
+    from ..models import require_causal_lm
     from ..train.evaluate import exact_match
 
     examples = read_examples(args)  # bad task or file: fail before loading weights
+    for option in ("max_new_tokens", "batch_size"):
+        if getattr(args, option) < 1:
+            flag = "--" + option.replace("_", "-")
+            raise ConfigError(f"{flag} must be at least 1, got {getattr(args, option)}.")
+    if args.predictions:
+        if Path(args.predictions).is_dir():
+            raise ConfigError(f"--predictions {args.predictions} is a folder; pass a file path (.jsonl).")
+        check_writable(Path(args.predictions).parent)
     check_adapter_path(args.adapter)
+    require_causal_lm(args.model, "eval")
     model, tokenizer = load_model(args)
     result = exact_match(model, tokenizer, examples, max_new_tokens=args.max_new_tokens,
                          batch_size=args.batch_size, progress=not args.no_progress)

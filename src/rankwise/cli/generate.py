@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from ..models import require_causal_lm
     from ..train.evaluate import generate_answers
 
     prompt = sys.stdin.read() if args.prompt in (None, "-") else args.prompt
@@ -29,6 +30,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     if args.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}.")
     check_adapter_path(args.adapter)
+    require_causal_lm(args.model, "generate")
     model, tokenizer = load_model(args)
     [text] = generate_answers(model, tokenizer, [prompt], max_new_tokens=args.max_new_tokens, batch_size=1,
                               progress=False)

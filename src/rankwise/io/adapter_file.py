@@ -62,7 +62,7 @@ def plan_overrides(config: Any, plan: dict[str, Any]) -> dict[str, dict[str, Any
             for path, layer in plan.items()}
 
 
-def _refuse_foreign_files(directory: Path) -> None:
+def refuse_foreign_files(directory: Path) -> None:
     # A save replaces the whole directory, so never point it at one holding other work.
     if directory.exists() and not directory.is_dir():
         raise AdapterFileError(f"{directory} is a file; save the adapter to a directory path.")
@@ -96,7 +96,7 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, name: str = "de
     if format not in ("rankwise", "peft"):
         raise ConfigError(f"unknown adapter file format {format!r}; use 'rankwise' or 'peft'.")
     record, tensors = plan_record(model, "adapter", name)
-    _refuse_foreign_files(directory)
+    refuse_foreign_files(directory)
     if format == "peft":
         return save_peft_adapter(model, directory, record, tensors, rankwise_version())
     meta: dict[str, Any] = {"format_version": FORMAT_VERSION, "rankwise_version": rankwise_version(),

@@ -31,7 +31,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_path", "atomic_directory", "save_tensors", "write_json"]
+from ..errors import AdapterFileError, RankwiseError
+
+__all__ = ["atomic_path", "atomic_directory", "check_writable", "save_tensors", "write_json"]
 
 _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[0-9a-f]+$")
 
@@ -44,7 +46,7 @@ def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             path.unlink()
 
 
@@ -97,6 +99,43 @@ def _clean_stale_temporaries(target: Path) -> None:
             _remove(entry)
 
 
+def _cannot_write(target: Path, err: OSError) -> AdapterFileError:
+    reason = err.strerror or str(err) or type(err).__name__
+    if isinstance(err, (FileExistsError, NotADirectoryError)):
+        reason = "a folder on the path is a file"
+    return AdapterFileError(f"cannot write {target}: {reason} ({err.filename or target}); free some "
+                            "space, fix the permissions or pick another path. Nothing saved there before was "
+                            "replaced.")
+
+
+def check_writable(directory: str | os.PathLike) -> Path:
+    """Prove, before long work starts, that `directory` can be created and written: its nearest existing
+    folder takes a probe file (removed at once). Nothing is created."""
+    directory = Path(directory).expanduser().absolute()
+    existing = next(path for path in (directory, *directory.parents) if path.exists())
+    if not existing.is_dir():
+        raise AdapterFileError(f"cannot write {directory}: {existing} is a file; pick another folder path.")
+    probe = _temp_sibling(existing / "probe")
+    try:
+        probe.write_bytes(b"")
+    except OSError as err:
+        raise _cannot_write(directory, err) from None
+    probe.unlink()
+    return directory
+
+
+@contextlib.contextmanager
+def _os_errors_named(target: Path) -> Iterator[None]:
+    """A failed write (full disk, read-only filesystem, permission, a path under a file) as one error
+    naming the target; rankwise's own errors pass through."""
+    try:
+        yield
+    except RankwiseError:
+        raise
+    except OSError as err:
+        raise _cannot_write(target, err) from err
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it replaces `path` atomically and durably.
@@ -105,16 +144,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     the temporary is deleted and `path` is left as it was.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale_temporaries(target)
     tmp = _temp_sibling(target)
     try:
-        yield tmp
-        if not tmp.is_file():
+        with _os_errors_named(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _clean_stale_temporaries(target)
+            yield tmp
+        if not tmp.is_file():  # the caller's bug, not the disk's
             raise FileNotFoundError(f"nothing was written to the temporary file for {target}")
-        _fsync_file(tmp)
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        with _os_errors_named(target):
+            _fsync_file(tmp)
+            os.replace(tmp, target)
+            _fsync_dir(target.parent)
     finally:
         _remove(tmp)  # no-op after a successful replace
 
@@ -140,26 +181,27 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(path)
     if target.exists() and not target.is_dir():
-        raise NotADirectoryError(f"{target} exists and is not a directory; pick another path.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale_temporaries(target)
+        raise AdapterFileError(f"{target} exists and is not a directory; pick another path.")
     tmp = _temp_sibling(target)
-    tmp.mkdir()
     try:
-        yield tmp
-        _fsync_tree(tmp)
-        if not target.exists():
-            os.rename(tmp, target)
-        elif _exchange(tmp, target):
-            pass  # `tmp` now holds the old content and is removed below
-        else:
-            # Fallback: between these two renames `target` is briefly absent, but the old content
-            # survives as `.name.old-*`, never half-replaced.
-            old = _temp_sibling(target, "old")
-            os.rename(target, old)
-            os.rename(tmp, target)
-            _remove(old)
-        _fsync_dir(target.parent)
+        with _os_errors_named(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _clean_stale_temporaries(target)
+            tmp.mkdir()
+            yield tmp
+            _fsync_tree(tmp)
+            if not target.exists():
+                os.rename(tmp, target)
+            elif _exchange(tmp, target):
+                pass  # `tmp` now holds the old content and is removed below
+            else:
+                # Fallback: between these two renames `target` is briefly absent, but the old content
+                # survives as `.name.old-*`, never half-replaced.
+                old = _temp_sibling(target, "old")
+                os.rename(target, old)
+                os.rename(tmp, target)
+                _remove(old)
+            _fsync_dir(target.parent)
     finally:
         _remove(tmp)
 

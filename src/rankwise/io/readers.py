@@ -28,6 +28,8 @@ def _require_file(path: Path) -> None:
         raise AdapterFileError(f"{path} does not exist; check the path, or save the adapter first.")
     if not path.is_file():
         raise AdapterFileError(f"{path} is not a regular file.")
+    if not os.access(path, os.R_OK):
+        raise AdapterFileError(f"{path} cannot be read (permission denied); fix its permissions.")
 
 
 def load_tensors(path: str | os.PathLike,
@@ -77,8 +79,16 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     _require_file(path)
     try:
-        obj = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_no_duplicate_keys,
+        raw = path.read_bytes()
+    except OSError as err:
+        raise AdapterFileError(f"{path} cannot be read ({err.strerror or err}); fix its permissions or "
+                               "re-copy it.") from None
+    try:
+        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys,
                          parse_constant=_no_constants)
+    except RecursionError:
+        raise AdapterFileError(f"{path} nests JSON too deeply to be a rankwise file; it is corrupted.") \
+            from None
     except UnicodeDecodeError as err:
         raise AdapterFileError(f"{path} is not UTF-8 text (byte {err.start}); it is corrupted.") from err
     except json.JSONDecodeError as err:

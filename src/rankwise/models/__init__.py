@@ -17,7 +17,10 @@ from .embedded import EMBEDDED, ModelPackageMissing, package_file
 from .gguf import cache_root, ensure_converted, ensure_tokenizer
 from .tiny import tiny_llama
 
-__all__ = ["EMBEDDED", "ModelPackageMissing", "cache_root", "load"]
+__all__ = ["EMBEDDED", "ModelPackageMissing", "cache_root", "load", "require_causal_lm"]
+
+# The embedded models that are encoders (sentence embeddings), not causal language models.
+_ENCODERS = {"minilm-l6"}
 
 
 def load(name_or_path: str, dtype: torch.dtype = torch.float32, *, seed: int = 0):
@@ -58,6 +61,23 @@ def load(name_or_path: str, dtype: torch.dtype = torch.float32, *, seed: int = 0
     )
 
 
+def require_causal_lm(name_or_path: str, what: str) -> None:
+    """Refuse, before anything loads, a model that cannot generate: `what` needs a causal LM."""
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    if name in _ENCODERS:
+        encoder = True
+    elif name in EMBEDDED or name == "tiny-llama" or not (path / "config.json").is_file():
+        return  # the embedded causal LMs and .gguf files; a missing folder gets its own error from load
+    else:
+        encoder = not is_model_folder(path) and not _is_causal_lm(path)
+    if encoder:
+        raise ConfigError(
+            f"{name} is an encoder (no language-model head), and {what} generates answers with a causal "
+            "language model. Use smollm2-135m, tiny-llama or a local *ForCausalLM folder; minilm-l6 "
+            "works with `rankwise analyze` (weights, --residual).")
+
+
 def _tokenizer_of(folder: Path):
     return AutoTokenizer.from_pretrained(folder, local_files_only=True)
 
@@ -70,6 +90,13 @@ def _is_causal_lm(folder: Path) -> bool:
 
 
 def _load_folder(folder: Path, dtype: torch.dtype, tokenizer: bool = True):
+    if not any(folder.glob("*.safetensors")):
+        pickled = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt*"))
+        raise ConfigError(
+            f"{folder} has no .safetensors weights"
+            f"{f' (it holds {pickled[0]}, a pickle file)' if pickled else ''}; "
+            "rankwise never unpickles. Convert it once where you trust the file: "
+            "AutoModel.from_pretrained(folder).save_pretrained(folder, safe_serialization=True).")
     auto = AutoModelForCausalLM if _is_causal_lm(folder) else AutoModel
-    model = auto.from_pretrained(folder, dtype=dtype, local_files_only=True)
+    model = auto.from_pretrained(folder, dtype=dtype, local_files_only=True, use_safetensors=True)
     return model.eval(), _tokenizer_of(folder) if tokenizer else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -204,6 +205,9 @@ def _check_values(c: TrainConfig) -> None:
         require(getattr(c, name) >= 1, f"{name} must be at least 1, got {getattr(c, name)}.")
     for name in ("eval_every", "save_every", "warmup_steps"):
         require(getattr(c, name) >= 0, f"{name} must be 0 or more, got {getattr(c, name)}.")
+    for name in ("learning_rate", "weight_decay", "warmup_ratio", "eval_split", "max_grad_norm"):
+        require(math.isfinite(getattr(c, name)), f"{name} must be a finite number, got {getattr(c, name)}.")
+    require(0 <= c.seed < 2**32, f"seed must be in [0, 2^32), got {c.seed}.")
     require(c.learning_rate > 0, f"learning_rate must be positive, got {c.learning_rate}.")
     require(c.weight_decay >= 0 and c.max_grad_norm >= 0, "weight_decay and max_grad_norm must be 0 or more.")
     require(0 <= c.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {c.warmup_ratio}.")
@@ -228,6 +232,13 @@ def _check_values(c: TrainConfig) -> None:
 
     require(c.model in EMBEDDED or Path(c.model).expanduser().exists(),
             f"unknown model {c.model!r}: use one of {', '.join(EMBEDDED)} or a local Hugging Face folder.")
+    from ..models import require_causal_lm
+
+    require_causal_lm(c.model, "finetune")
+    out = Path(c.output_dir).expanduser()
+    require(not out.exists() or out.is_dir(), f"output_dir {c.output_dir!r} is a file; pick a folder path.")
+    existing = next(parent for parent in (out, *out.parents) if parent.exists())
+    require(existing.is_dir(), f"output_dir {c.output_dir!r} lies under the file {str(existing)!r}.")
     if c.task is not None:
         from ..data import list_tasks
 
@@ -247,7 +258,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no config file at {str(path)!r}; check the path.")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {err.start}); re-save it as UTF-8.") from None
     if path.suffix in (".yaml", ".yml"):
         try:
             import yaml

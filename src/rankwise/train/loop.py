@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..adapters import StepContext, hooks, load_state
-from ..errors import ConfigError, TrainingDiverged
+from ..errors import ConfigError, DataError, TrainingDiverged
 from ..optim import build_optimizer
 from .checkpoint import capture_rng, read_checkpoint, restore_rng, rotate_checkpoints, write_checkpoint
 from .config import TrainConfig
@@ -91,6 +91,8 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
 
     from ..data import collate
 
+    if not features:
+        raise DataError("there are no training examples to train on; check the task or data file.")
     accelerator = accelerator or make_accelerator(config)
     world, rank = accelerator.num_processes, accelerator.process_index
     batch, accum = config.per_device_train_batch_size, config.gradient_accumulation_steps

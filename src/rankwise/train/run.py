@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..adapters import adapt, disabled, hooks, trainable_parameters
+from ..errors import DataError
 from .checkpoint import resolve_resume
 from .config import TrainConfig
 from .loop import make_accelerator, train
@@ -59,6 +60,8 @@ def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
 
     from ..data import encode_example
     from ..io import read_json, save_adapter, write_json
+    from ..io.adapter_file import refuse_foreign_files
+    from ..io.atomic import check_writable
     from ..models import load
     from .evaluate import exact_match
     from .plot import plot_loss  # matplotlib loads in about a second: only when a run draws
@@ -68,7 +71,9 @@ def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     main = accelerator.is_main_process
     say = print if (main and config.progress) else (lambda *a, **k: None)
     out = Path(config.output_dir)
-    if main:
+    if main:  # everything the run will write is checked now, not after the training it would lose
+        check_writable(out)
+        refuse_foreign_files(out / "adapter")
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", config.to_dict())
     resume_from = resolve_resume(config.resume, out) if config.resume else None
@@ -81,6 +86,10 @@ def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     model, tokenizer = load(config.model)
     phases = config.sequence()  # one config per task; several for a continual-learning sequence
     splits = [split_examples(phase) for phase in phases]
+    for phase, (train_rows, held_out) in zip(phases, splits):
+        if not train_rows:
+            raise DataError(f"{phase.task or phase.data}: no training rows left ({len(held_out)} held out); "
+                            "add rows or lower eval_split.")
     adapt(model, config.method, name=config.adapter_name, config=config.adapter_config())
     counts = trainable_parameters(model)
     say(f"rankwise: {config.method} on {config.model}: {counts['trainable']:,} trainable of "
