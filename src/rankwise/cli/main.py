@@ -16,10 +16,17 @@ from . import eval as eval_cmd
 COMMANDS = [finetune, eval_cmd, generate, methods, analyze]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line that points at --help (subcommands inherit it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`.\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="rankwise", description="Low-rank methods across a model's life.",
         epilog="Run `rankwise <command> --help` for a command's options.")
     parser.add_argument("--version", action="version", version=f"rankwise {__version__}")

@@ -149,11 +149,10 @@ def check_record(meta: dict[str, Any], source: Path, family: str) -> int:
     kinds = (("family", str), ("method", str), ("config", dict), ("plan", dict), ("targets", list),
              ("layer_configs", dict))
     wrong_types = [key for key, kind in kinds if key in meta and not isinstance(meta[key], kind)]
-    paths = meta["targets"] if version == 1 else list(meta["plan"])
-    if wrong_types or not all(isinstance(path, str) for path in paths):
-        raise AdapterFileError(
-            f"{source}: {wrong_types or ['targets']} has the wrong JSON type; the file was edited."
-        )
+    if not wrong_types and version == 1 and not all(isinstance(path, str) for path in meta["targets"]):
+        wrong_types = ["targets"]
+    if wrong_types:
+        raise AdapterFileError(f"{source}: {wrong_types} has the wrong JSON type; the file was edited.")
     if version > 1 and not all(isinstance(values, dict) for values in meta["plan"].values()):
         raise AdapterFileError(f"{source}: every plan entry must be a JSON object; the file was edited.")
     if meta.get("family", "adapter") != family:

@@ -185,6 +185,11 @@ def check_base(saved: dict[str, Any], model: nn.Module, allow_mismatch: bool, so
     """Raise BaseModelMismatch (or only warn, if allowed) when `saved` does not describe `model`'s base."""
     if not isinstance(saved, dict):
         raise AdapterFileError(f"{source}: base_model is not a JSON object; the file was edited.")
+    hashes = [saved.get(key) or {} for key in ("weights", "targets")]
+    well_typed = all(isinstance(h, dict) and all(isinstance(v, str) for v in h.values()) for h in hashes)
+    if not well_typed or not isinstance(saved.get("structure", ""), str):
+        raise AdapterFileError(f"{source}: base_model's hashes have the wrong JSON types; "
+                               "the file was edited.")
     version = saved.get("fingerprint_version", 1)
     if not isinstance(version, int) or version > FINGERPRINT_VERSION:
         warnings.warn(f"{source}: base-model fingerprint version {version!r} is newer than this rankwise "

@@ -121,6 +121,8 @@ class TrainConfig:
         resolved: dict[str, Any] = {}
         unknown = []
         for key, value in values.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"config key {key!r} is not text; keys are setting names such as 'rank'.")
             name = canonical_key(key)
             if name is None:
                 unknown.append(key)
@@ -165,7 +167,8 @@ def _unknown_key_message(key: str, method: str) -> str:
     from ..adapters import ADAPTERS
 
     name = key.replace("-", "_")
-    if method in ADAPTERS and name in {f.name for f in dataclasses.fields(ADAPTERS.get(method).config_class)}:
+    known = isinstance(method, str) and method in ADAPTERS
+    if known and name in ADAPTERS.get(method).config_class.field_names():
         return f"{key!r} is a {method} field: put it under method_config (method_config.{name}=<value>)"
     close = difflib.get_close_matches(name, FIELDS + list(ALIASES), n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else "; see `rankwise finetune --help` for the keys"
@@ -271,7 +274,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         try:
             values = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML: {err}") from None
+            raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
     else:
         try:
             values = json.loads(text)
