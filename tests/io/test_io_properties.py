@@ -82,8 +82,8 @@ def test_truncated_or_edited_safetensors(saved, tmp_path_factory, cut, flips, re
     _load_or_fail_cleanly(directory)
 
 
-EDITED_KEYS = ["config", "plan", "base_model", "rank", "alpha", "targets", "format_version", "method", "family",
-               "name", "weights", "structure", "0"]
+EDITED_KEYS = ["config", "plan", "base_model", "rank", "alpha", "targets", "format_version", "method",
+               "family", "name", "weights", "structure", "0"]
 
 
 @SETTINGS
