@@ -20,6 +20,7 @@ from .api import (
     layout,
     load_state,
     merge,
+    method_layers,
     set_active,
     trainable_parameters,
     unload,
@@ -28,7 +29,7 @@ from .api import (
 from .base import ADAPTERS, Adapter, AdapterConfig, StepContext, register
 from .layer import AdaptedLinear, AdaptedModule
 
-_INFRASTRUCTURE = {"api", "base", "hooks", "layer"}
+_INFRASTRUCTURE = {"api", "base", "hooks", "layer", "module_copy"}
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _INFRASTRUCTURE and not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
@@ -36,6 +37,6 @@ for _module in pkgutil.iter_modules(__path__):
 __all__ = [
     "ADAPTERS", "Adapter", "AdapterConfig", "AdaptedLinear", "AdaptedModule", "StepContext", "register",
     "adapt", "adapted_layers", "adapter_names", "active_adapters", "disable", "disabled", "enable",
-    "get_config", "layers_of", "layout", "load_state", "merge", "set_active", "trainable_parameters",
-    "unload", "unmerge",
+    "get_config", "layers_of", "layout", "method_layers", "load_state", "merge", "set_active",
+    "trainable_parameters", "unload", "unmerge",
 ]

@@ -12,9 +12,10 @@ from torch import nn
 from .._registry import FAMILIES, Family
 from ..errors import AdapterFileError, ConfigError, TargetError
 from ..io.readers import check_state
-from ..surgery import get_module, make_plan, replace_module
+from ..surgery import get_module, make_plan, replace_module, target_paths
 from .base import ADAPTERS, Adapter, AdapterConfig
 from .layer import AdaptedLinear, AdaptedModule
+from .module_copy import ModuleCopy
 
 
 def adapted_layers(model: nn.Module) -> dict[str, AdaptedModule]:
@@ -82,7 +83,7 @@ def adapt(
         raise ConfigError(f"the model already has an adapter named {name!r}; pick another name or unload it.")
 
     plan = make_plan(model, config) if plan is None else dict(plan)
-    built = _build(model, cls, config, plan)
+    built = {**_build(model, cls, config, plan), **_module_copies(model, config, plan)}
     if state is None:
         for path, adapter in built.items():
             weight = getattr(_base_of(model, path), "weight", None)  # block-level methods have none
@@ -138,6 +139,27 @@ def _build(model: nn.Module, cls: type[Adapter], config: AdapterConfig,
     return built
 
 
+def _module_copies(model: nn.Module, config: AdapterConfig, plan: Mapping[str, AdapterConfig]) -> dict:
+    """A trainable copy of each module in config.modules_to_save (rankwise.adapters.module_copy)."""
+    if not config.modules_to_save:
+        return {}
+    copies = {}
+    for path in target_paths(model, list(config.modules_to_save)):
+        if path in plan:
+            raise ConfigError(f"{path} is both adapted and in modules_to_save; keep it in one of the two.")
+        try:
+            copies[path] = ModuleCopy(_base_of(model, path), config)
+        except TargetError as err:
+            raise TargetError(f"{path}: {err}") from None
+        copies[path].plan_config = config
+    return copies
+
+
+def method_layers(model: nn.Module, name: str) -> dict[str, Adapter]:
+    """layers_of(model, name) without the modules_to_save copies: the method's own layers."""
+    return {path: a for path, a in layers_of(model, name).items() if not isinstance(a, ModuleCopy)}
+
+
 def _load_state(layers: Mapping[str, Adapter], state: Mapping[str, torch.Tensor], source: Any) -> None:
     """Check every tensor of `state` against `layers` (listing all problems at once), then load them."""
     own = {f"{path}.{key}": value
@@ -166,7 +188,7 @@ def load_state(model: nn.Module, name: str, state: Mapping[str, torch.Tensor],
 
 def layout(model: nn.Module, name: str) -> tuple[str, AdapterConfig, dict[str, AdapterConfig], dict]:
     """(method, the config the plan was made from, {path: layer config}, {"<path>.<tensor>": tensor})."""
-    layers = layers_of(model, name)
+    layers = method_layers(model, name)
     methods = {type(adapter).name for adapter in layers.values()}
     if len(methods) > 1:
         raise ConfigError(
@@ -176,7 +198,7 @@ def layout(model: nn.Module, name: str) -> tuple[str, AdapterConfig, dict[str, A
     # The config the plan was made from; a layer swapped in later (by hand, or SoRA's finalize) has none.
     first = next((a for a in layers.values() if hasattr(a, "plan_config")), next(iter(layers.values())))
     plan = {path: adapter.config for path, adapter in layers.items()}
-    state = {f"{path}.{key}": value for path, adapter in layers.items()
+    state = {f"{path}.{key}": value for path, adapter in layers_of(model, name).items()
              for key, value in adapter.state_dict().items()}
     return methods.pop(), layout_config(first), plan, state
 

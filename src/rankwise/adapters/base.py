@@ -4,9 +4,9 @@ A method subclasses `AdapterConfig` (its hyper-parameters) and `Adapter` (its te
 nn.Linear), and registers the Adapter class under its name with `@register("name")`.
 
 Configs own their fields. `AdapterConfig` has only what every method needs (targets, exclude,
-layers_to_transform); a method inherits `RankField` (rank, rank_pattern), `AlphaField` (alpha,
-alpha_pattern) and `DropoutField` (dropout) only if it uses them, so setting a field a method does
-not use is an error that names the field. `<field>_pattern` maps PEFT-style regex keys to per-layer
+layers_to_transform, modules_to_save); a method inherits `RankField` (rank, rank_pattern),
+`AlphaField` (alpha, alpha_pattern) and `DropoutField` (dropout) only if it uses them, so setting a
+field a method does not use is an error that names the field. `<field>_pattern` maps PEFT-style regex keys to per-layer
 values; rankwise.surgery.make_plan resolves them into one config per layer before anything is built.
 
 Per layer, an Adapter implements
@@ -54,10 +54,12 @@ class AdapterConfig:
     targets: Any = "all-linear"
     exclude: list[str] = field(default_factory=list)
     layers_to_transform: list[int] | None = None  # keep only modules of these block indices (PEFT's field)
+    modules_to_save: list[str] = field(default_factory=list)  # trained in full beside the adapter (PEFT's)
 
     # Configs that must be rejected, per class; `bad_configs()` collects them along the class hierarchy.
     invalid: ClassVar[tuple[dict, ...]] = (
-        {"layers_to_transform": [-1]}, {"targets": 123}, {"targets": "q_proj["}, {"exclude": "q_proj"})
+        {"layers_to_transform": [-1]}, {"targets": 123}, {"targets": "q_proj["}, {"exclude": "q_proj"},
+        {"modules_to_save": "lm_head"})
 
     def __post_init__(self) -> None:
         targets = self.targets
@@ -73,8 +75,10 @@ class AdapterConfig:
             except re.error as err:
                 raise ConfigError(f"targets={targets!r} is not a valid regular expression ({err}); "
                                   "for a list of names write [\"q_proj\", \"v_proj\"].") from None
-        if not isinstance(self.exclude, (list, tuple)) or not all(isinstance(e, str) for e in self.exclude):
-            raise ConfigError(f"exclude must be a list of names or globs, got {self.exclude!r}.")
+        for name in ("exclude", "modules_to_save"):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or not all(isinstance(e, str) for e in value):
+                raise ConfigError(f"{name} must be a list of names or globs, got {value!r}.")
         layers = self.layers_to_transform
         if layers is not None and not (isinstance(layers, list) and all(
                 isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers)):

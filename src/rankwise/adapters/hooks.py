@@ -18,12 +18,13 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .api import active_adapters, layers_of
+from .api import active_adapters, layers_of, method_layers
 from .base import Adapter, StepContext
 
 
 def _active(model: nn.Module) -> dict[str, dict[str, Adapter]]:
-    return {name: layers_of(model, name) for name in active_adapters(model)}
+    """{adapter name: its method's layers}; modules_to_save copies have no hooks (see param_groups)."""
+    return {name: layers for name in active_adapters(model) if (layers := method_layers(model, name))}
 
 
 def init_from_data(model: nn.Module, batches: Iterable[dict]) -> None:
@@ -36,6 +37,9 @@ def param_groups(model: nn.Module, lr: float) -> list[dict]:
     groups = []
     for layers in _active(model).values():
         groups += type(next(iter(layers.values()))).param_groups(layers, lr)
+    copies = [p for name in active_adapters(model) for path, adapter in layers_of(model, name).items()
+              if path not in method_layers(model, name) for p in adapter.parameters() if p.requires_grad]
+    groups.append({"params": copies, "lr": lr})  # modules_to_save: plain full training
     return [g for g in groups if g["params"]]
 
 

@@ -2,9 +2,9 @@
 
 AdaptedModule owns a frozen base module and a dict of named adapters. Its forward is
     y = base(x, ...), then y = adapter(x, y, layer) for each active, unmerged adapter, in order.
-AdaptedLinear is the nn.Linear case (almost every method): it keeps nn.Linear's attributes and can
-merge. Merging writes merged_weight(W) into the base and keeps the exact pre-merge weight, so unmerge
-restores it bit for bit rather than subtracting ΔW back in floating point.
+AdaptedLinear is the nn.Linear case (almost every method): it keeps nn.Linear's attributes. Any wrapped
+module with a weight can merge: merging writes merged_weight(W) into the base and keeps the exact
+pre-merge weight, so unmerge restores it bit for bit rather than subtracting ΔW back in floating point.
 
 Stacking is exact: adapter k's update is merged_weight_k(W_{k-1}) - W_{k-1}, where W_{k-1} is the weight
 with adapters 1..k-1 folded in. Additive methods do not care what W is; a method that reads the weight
@@ -38,6 +38,7 @@ class AdaptedModule(Wrapper):
         self.active: list[str] = []
         self.merged: list[str] = []
         self.disabled = False
+        self._unmerged_weight: torch.Tensor | None = None
 
     def base_is_modified(self) -> bool:
         return bool(self.merged)
@@ -59,22 +60,41 @@ class AdaptedModule(Wrapper):
         self.active = [n for n in self.active if n != name]
         return self.adapters.pop(name)
 
+    @torch.no_grad()
     def merge(self, names: list[str]) -> None:
+        """Write merged_weight(W) of each adapter, in order, into the base's weight."""
         for name in names:
-            self.adapters[name].delta_weight()  # raises NotMergeable: only linear layers merge
+            if name in self.merged:
+                continue
+            if not isinstance(getattr(self.base, "weight", None), nn.Parameter):
+                self.adapters[name].delta_weight()  # raises NotMergeable: a block has no weight to fold into
+            merged = self.adapters[name].merged_weight(self.base.weight.data)
+            if self._unmerged_weight is None:
+                self._unmerged_weight = self.base.weight.detach().clone()
+            self.base.weight.data = merged
+            self.merged.append(name)
 
+    @torch.no_grad()
     def unmerge(self) -> None:
+        if self._unmerged_weight is not None:
+            self.base.weight.data = self._unmerged_weight
+        self._unmerged_weight = None
         self.merged = []
+
+    def original_weight(self) -> torch.Tensor | None:
+        if self._unmerged_weight is not None:
+            return self._unmerged_weight
+        return getattr(self.base, "weight", None)
+
+    def keep_merged(self) -> None:
+        """Make the merged weight the base for good: unmerge no longer restores the old one."""
+        self._unmerged_weight, self.merged = None, []
 
     def extra_repr(self) -> str:
         return f"active={self.active}, merged={self.merged}, disabled={self.disabled}"
 
 
 class AdaptedLinear(AdaptedModule):
-    def __init__(self, base: nn.Linear):
-        super().__init__(base)
-        self._unmerged_weight: torch.Tensor | None = None
-
     # nn.Linear's public attributes, so code that inspects layers keeps working
     @property
     def weight(self) -> torch.Tensor:
@@ -103,28 +123,3 @@ class AdaptedLinear(AdaptedModule):
             if any(later.reads_weight for later in pending[index + 1:]):
                 weight = adapter.merged_weight(self.base.weight if weight is None else weight)
         return out
-
-    @torch.no_grad()
-    def merge(self, names: list[str]) -> None:
-        for name in names:
-            if name in self.merged:
-                continue
-            merged = self.adapters[name].merged_weight(self.base.weight.data)
-            if self._unmerged_weight is None:
-                self._unmerged_weight = self.base.weight.detach().clone()
-            self.base.weight.data = merged
-            self.merged.append(name)
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        if self._unmerged_weight is not None:
-            self.base.weight.data = self._unmerged_weight
-        self._unmerged_weight = None
-        self.merged = []
-
-    def original_weight(self) -> torch.Tensor:
-        return self._unmerged_weight if self._unmerged_weight is not None else self.base.weight
-
-    def keep_merged(self) -> None:
-        """Make the merged weight the base for good: unmerge no longer restores the old one."""
-        self._unmerged_weight, self.merged = None, []

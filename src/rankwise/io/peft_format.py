@@ -68,6 +68,9 @@ EXPORTABLE = tuple(PEFT_EXPORTS)
 def save_peft_adapter(model: nn.Module, directory: Path, record: dict, tensors: dict, version: str) -> Path:
     """Write the adapter `record` (io.adapter_file.plan_record) in PEFT's format (module docstring)."""
     method, config, plan = record["method"], record["config"], record["plan"]
+    if config.get("modules_to_save"):
+        raise ConfigError("PEFT export of modules_to_save copies is not supported yet; save the adapter with "
+                          "format='rankwise'.")
     if method not in EXPORTABLE:
         raise ConfigError(
             f"PEFT export supports {', '.join(EXPORTABLE)}; {method!r} has no exact PEFT LoRA equivalent. "

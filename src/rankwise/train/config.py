@@ -39,6 +39,8 @@ class TrainConfig:
     rank_pattern: dict | None = _opt(None, "per-layer ranks, {regex on the module path: rank} (PEFT's rule)")
     alpha_pattern: dict | None = _opt(None, "per-layer alphas, {regex on the module path: alpha}")
     layers_to_transform: list[int] | None = _opt(None, "adapt only the blocks with these indices (null: all)")
+    modules_to_save: list[str] | None = _opt(
+        None, "modules trained in full beside the adapter, e.g. [\"lm_head\"] (PEFT's modules_to_save)")
     method_config: dict = field(
         default_factory=dict, metadata={"help": "method-specific config fields, e.g. {\"svd_iters\": 4}"})
     adapter_name: str = _opt("default", "name the adapter is attached and saved under")
@@ -143,7 +145,7 @@ class TrainConfig:
 
 # Method config fields that the training config holds at its top level (PEFT's vocabulary).
 SHARED_FIELDS = ("rank", "alpha", "dropout", "targets", "rank_pattern", "alpha_pattern",
-                 "layers_to_transform")
+                 "layers_to_transform", "modules_to_save")
 FIELD_TYPES = typing.get_type_hints(TrainConfig)
 FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
 ALIASES = {
