@@ -6,8 +6,9 @@ nn.Linear), and registers the Adapter class under its name with `@register("name
 Configs own their fields. `AdapterConfig` has only what every method needs (targets, exclude,
 layers_to_transform, modules_to_save); a method inherits `RankField` (rank, rank_pattern),
 `AlphaField` (alpha, alpha_pattern) and `DropoutField` (dropout) only if it uses them, so setting a
-field a method does not use is an error that names the field. `<field>_pattern` maps PEFT-style regex keys to per-layer
-values; rankwise.surgery.make_plan resolves them into one config per layer before anything is built.
+field a method does not use is an error that names the field. `<field>_pattern` maps PEFT-style regex
+keys to per-layer values; rankwise.surgery.make_plan resolves them into one config per layer before
+anything is built.
 
 Per layer, an Adapter implements
     forward(x, base_out, layer)  -> the layer's output with this adapter applied, computed on
