@@ -168,3 +168,15 @@ def test_a_diverged_run_stops_and_saves_nothing_over_good_work(tmp_path):
         tensors, _ = load_tensors(path / "adapter" / "adapter.safetensors")
         assert all(torch.isfinite(t).all() for t in tensors.values()), path
     assert (tmp_path / "checkpoints" / "step-000002" / "adapter" / "adapter.safetensors").read_bytes() == good
+
+
+def test_a_damaged_checkpoint_is_never_written_over_nor_rotated_away(tmp_path):
+    run(tmp_path, save_every=2, max_steps=4, save_total_limit=None)
+    damaged = tmp_path / "checkpoints" / "step-000004"
+    with open(damaged / "optimizer.safetensors", "r+b") as handle:
+        handle.seek(-1, 2)
+        handle.write(b"\x01")
+    with pytest.warns(UserWarning, match="skipping damaged checkpoint"):
+        run(tmp_path, resume=True, save_every=2, max_steps=6, save_total_limit=1)  # resumes from step 2
+    kept = [p.name for p in (tmp_path / "checkpoints").iterdir()]
+    assert "step-000006" in kept and any(name.startswith("step-000004.damaged-") for name in kept)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import re
+import secrets
 import shutil
 import warnings
 from pathlib import Path
@@ -96,6 +97,7 @@ def write_checkpoint(model, name: str, output_dir: str | Path, step: int, optimi
     from ..io.atomic import atomic_directory, save_tensors, write_json
 
     target = checkpoint_root(output_dir) / f"step-{step:06d}"
+    _keep_if_damaged(target)
     opt_tensors, opt_rest = flatten_optimizer(optimizer_state)
     rng_tensors = {k: v for tensors, _ in rng for k, v in tensors.items()}
     state = dict(trainer_state, step=step, optimizer=opt_rest, rng=[rest for _, rest in rng])
@@ -112,11 +114,28 @@ def write_checkpoint(model, name: str, output_dir: str | Path, step: int, optimi
     return target
 
 
+def _keep_if_damaged(path: Path) -> None:
+    """A damaged checkpoint may still hold intact files worth recovering: move it aside, never over it."""
+    if not path.exists():
+        return
+    try:
+        verify_checkpoint(path)
+    except AdapterFileError as err:
+        kept = path.with_name(f"{path.name}.damaged-{secrets.token_hex(3)}")
+        path.rename(kept)
+        warnings.warn(f"kept a damaged checkpoint as {kept} instead of writing over it: {err}", stacklevel=3)
+
+
 def rotate_checkpoints(output_dir: str | Path, keep: int | None) -> None:
-    """Delete the oldest complete checkpoints beyond `keep`; call only after a new one is committed."""
+    """Delete the oldest complete, intact checkpoints beyond `keep`; call only after a new one is
+    committed. A damaged one is never deleted (it may hold files worth recovering by hand)."""
     if keep is None:
         return
     for path in list_checkpoints(output_dir)[:-keep]:
+        try:
+            verify_checkpoint(path)
+        except AdapterFileError:
+            continue
         shutil.rmtree(path, ignore_errors=True)
 
 
