@@ -136,7 +136,13 @@ def rotate_checkpoints(output_dir: str | Path, keep: int | None) -> None:
             verify_checkpoint(path)
         except AdapterFileError:
             continue
-        shutil.rmtree(path, ignore_errors=True)
+        # Renamed first, so a kill mid-delete leaves a hidden leftover (removed next time), never a
+        # step folder without its manifest.
+        doomed = path.with_name(f".{path.name}.deleting")
+        path.rename(doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+    for leftover in checkpoint_root(output_dir).glob(".step-*.deleting"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 # --- reading -----------------------------------------------------------------------------------------------
