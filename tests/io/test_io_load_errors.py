@@ -263,3 +263,8 @@ def test_non_finite_tensors_are_refused(saved, value, tiny_ids):
     key = "model.layers.1.mlp.down_proj.lora_B"
     _rewrite_tensors(saved, lambda t: t[key].view(-1).__setitem__(3, value))
     _fails_cleanly(saved, AdapterFileError, f"{key} holds NaN or infinite", tiny_ids)
+
+
+def test_an_alpha_beyond_float32_is_refused_at_load(saved, tiny_ids):
+    _edit_json(saved, lambda meta: meta["config"].update(alpha=1e300))  # re-signed: the value check itself
+    _fails_cleanly(saved, ConfigError, "alpha must be a positive number within float32's range", tiny_ids)

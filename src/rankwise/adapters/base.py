@@ -152,10 +152,14 @@ def _positive_int(value: Any, what: str) -> None:
         raise ConfigError(f"{what} must be a positive integer, got {value!r}.")
 
 
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
 def _positive_number(value: Any, what: str) -> None:
+    # Scales multiply float32 tensors: one beyond float32's range would overflow in the first forward.
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not number or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{what} must be a positive number, got {value!r}.")
+    if not number or not math.isfinite(value) or not 0 < value <= _FLOAT32_MAX:
+        raise ConfigError(f"{what} must be a positive number within float32's range, got {value!r}.")
 
 
 @dataclass
@@ -180,7 +184,7 @@ class AlphaField(AdapterConfig):
     alpha: float = 16.0
     alpha_pattern: dict[str, float] = field(default_factory=dict)
 
-    invalid: ClassVar[tuple[dict, ...]] = ({"alpha": -1.0}, {"alpha": float("nan")})
+    invalid: ClassVar[tuple[dict, ...]] = ({"alpha": -1.0}, {"alpha": float("nan")}, {"alpha": 1e300})
 
     def __post_init__(self) -> None:
         super().__post_init__()
