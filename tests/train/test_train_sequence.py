@@ -37,3 +37,17 @@ def test_a_sequence_cannot_resume(tmp_path):
     first = _task_file(tmp_path / "a.jsonl", 1)
     with pytest.raises(ConfigError, match="cannot resume"):
         TrainConfig.from_dict({"model": "tiny-llama", "data": [first, first], "resume": "latest"})
+
+
+def test_a_prompt_too_long_for_max_length_names_its_file_and_line(tmp_path):
+    import json
+
+    from rankwise.errors import DataError
+    from rankwise.train import finetune
+
+    data = tmp_path / "d.jsonl"
+    rows = [{"prompt": "short", "answer": "a"}] * 3 + [{"prompt": "word " * 200, "answer": "b"}]
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(DataError, match=r"d\.jsonl:4: an example's prompt is \d+ tokens"):
+        finetune({"model": "tiny-llama", "data": str(data), "eval_split": 0.0, "max_length": 64,
+                  "max_steps": 1, "output_dir": str(tmp_path / "run"), "progress": False})

@@ -22,6 +22,15 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what csv (reading with newline="") co
 _BOM = b"\xef\xbb\xbf"
 
 
+class Example(dict):
+    """A {"prompt", "answer"} row that remembers its `file:line`, so later errors (a prompt too long
+    for max_length) can name it; it compares equal to the plain dict."""
+
+    def __init__(self, values: dict, where: str):
+        super().__init__(values)
+        self.where = where
+
+
 def load_examples(path, prompt_field: str = "prompt", answer_field: str = "answer") -> list[dict]:
     """[{"prompt": str, "answer": str}, ...] read from `path` (.jsonl or .csv), in file order.
 
@@ -44,7 +53,9 @@ def load_examples(path, prompt_field: str = "prompt", answer_field: str = "answe
         )
     fields = {"prompt": prompt_field, "answer": answer_field}
     examples = [
-        {key: _field(row, column, f"{path}:{line}") for key, column in fields.items()} for line, row in rows
+        Example({key: _field(row, column, f"{path}:{line}") for key, column in fields.items()},
+                where=f"{path}:{line}")
+        for line, row in rows
     ]
     if not examples:
         raise DataError(f"{path}: the file has no examples.")

@@ -46,6 +46,16 @@ def split_examples(config: TrainConfig) -> tuple[list[dict], list[dict]]:
     return list(train_rows), list(held_out)
 
 
+def _encoded(tokenizer, row: dict, max_length: int) -> dict:
+    from ..data import encode_example
+
+    try:
+        return encode_example(tokenizer, row, max_length)
+    except DataError as err:  # name the file:line the row came from, when it came from a file
+        where = getattr(row, "where", None)
+        raise DataError(f"{where}: {err}" if where else str(err)) from None
+
+
 def _label(phase: TrainConfig, phases: list[TrainConfig]) -> str:
     return f" on {phase.task or phase.data}" if len(phases) > 1 else ""
 
@@ -58,7 +68,6 @@ def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     """
     from accelerate.utils import set_seed
 
-    from ..data import encode_example
     from ..io import read_json, save_adapter, write_json
     from ..io.adapter_file import refuse_foreign_files
     from ..io.atomic import check_writable
@@ -124,7 +133,7 @@ def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
         if len(phases) > 1:
             phase = dataclasses.replace(phase, output_dir=str(out / f"task-{index + 1}"))
             say(f"task {index + 1}/{len(phases)}{_label(phase, phases)}")
-        features = [encode_example(tokenizer, row, config.max_length) for row in train_rows]
+        features = [_encoded(tokenizer, row, config.max_length) for row in train_rows]
         last = index == len(phases) - 1
         trained = train(model, features, phase, pad_token_id=pad_id, accelerator=accelerator,
                         resume_from=resume_from, extra_state={"base_eval": bases and bases[0]},
