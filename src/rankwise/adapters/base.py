@@ -46,6 +46,7 @@ from torch import nn
 
 from .._registry import Registry
 from ..errors import ConfigError, NotMergeable
+from ..surgery import pattern_value
 
 
 @dataclass
@@ -114,8 +115,6 @@ class AdapterConfig:
 
     def for_layer(self, path: str) -> AdapterConfig:
         """This layer's config: each `<field>_pattern` whose regex matches `path` sets `<field>`."""
-        from ..surgery import pattern_value
-
         values = {name: pattern_value(patterns, path, getattr(self, name))
                   for name, patterns in self.pattern_fields().items()}
         changed = {name: value for name, value in values.items() if value != getattr(self, name)}
