@@ -1,8 +1,18 @@
 """rankwise's exceptions: one base class, a few subclasses, each message saying what to do."""
 
 
+_LINE_BREAKS = str.maketrans({"\n": "\\n", "\r": "\\r", "\x0b": "\\v", "\x0c": "\\f", "\x1c": " ",
+                              "\x1d": " ", "\x1e": " ", "\x85": " ", "\u2028": " ", "\u2029": " "})
+
+
 class RankwiseError(Exception):
-    """Base class of every error rankwise raises on purpose."""
+    """Base class of every error rankwise raises on purpose.
+
+    Its message is always one line: text taken from a user's file (a path, a version string, a key) may
+    hold line breaks, which are shown escaped, so a CLI error stays one line whatever the input."""
+
+    def __str__(self) -> str:
+        return super().__str__().translate(_LINE_BREAKS)
 
 
 class ConfigError(RankwiseError, ValueError):

@@ -268,3 +268,16 @@ def test_non_finite_tensors_are_refused(saved, value, tiny_ids):
 def test_an_alpha_beyond_float32_is_refused_at_load(saved, tiny_ids):
     _edit_json(saved, lambda meta: meta["config"].update(alpha=1e300))  # re-signed: the value check itself
     _fails_cleanly(saved, ConfigError, "alpha must be a positive number within float32's range", tiny_ids)
+
+
+# Found by fuzzing (fuzz/): each was a raw exception or a multi-line message.
+@pytest.mark.parametrize("pattern", [None, [1], "q_proj"])
+def test_a_pattern_field_that_is_not_a_mapping_is_a_config_error(saved, pattern, tiny_ids):
+    _edit_json(saved, lambda meta: meta["config"].update(alpha_pattern=pattern))
+    _fails_cleanly(saved, ConfigError, "alpha_pattern must be a mapping", tiny_ids)
+
+
+def test_text_from_the_file_never_breaks_the_message_over_lines(saved, tiny_ids):
+    _edit_json(saved, lambda meta: meta.update(format_version=3, rankwise_version="9\nforged line"))
+    info = _fails_cleanly(saved, AdapterFileError, r"rankwise 9\\nforged line", tiny_ids)
+    assert "\n" not in str(info.value)

@@ -221,3 +221,15 @@ def test_peft_export_refuses_layers_differing_beyond_rank_and_alpha(tmp_path):
         save_adapter(model, tmp_path / "a", format="peft")
     save_adapter(model, tmp_path / "r")  # the rankwise format keeps any per-layer config
     assert "dropout" in json.dumps(json.loads((tmp_path / "r" / "adapter.json").read_text())["plan"])
+
+
+@pytest.mark.parametrize("changes", [{"alpha_pattern": {"v_proj": None}}, {"alpha_pattern": {"v_proj": "x"}},
+                                     {"lora_alpha": 10**400}])
+def test_bad_pattern_values_and_huge_numbers_are_config_errors(tmp_path, changes):
+    from rankwise.io.peft_config import layer_configs_from_peft, rankwise_config_from_peft
+
+    cfg = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, **changes}
+    with pytest.raises(ConfigError, match="adapter_config.json"):
+        method, config = rankwise_config_from_peft(cfg, tmp_path / "adapter_config.json")
+        layer_configs_from_peft(cfg, config, ["model.layers.0.self_attn.v_proj"],
+                                tmp_path / "adapter_config.json")

@@ -106,3 +106,41 @@ def test_folder_without_manifest_is_never_loaded(tmp_path):
         resolve_resume(str(newer), tmp_path)
     with pytest.raises(AdapterFileError, match="no such checkpoint folder"):
         resolve_resume(str(tmp_path / "nowhere"), tmp_path)
+
+
+# Found by fuzzing (fuzz/): each was a raw KeyError, TypeError or OSError, or a multi-line message.
+@pytest.mark.parametrize("edit", [
+    lambda m: m["files"]["trainer_state.json"].pop("bytes"),
+    lambda m: m["files"].__setitem__("trainer_state.json", [1, 2]),
+    lambda m: m["files"].__setitem__("a\nb", {"bytes": 1, "sha256": "x"}),
+    lambda m: m["files"].__setitem__("x" * 300, {"bytes": 1, "sha256": "x"}),
+    lambda m: m["files"].__setitem__("../escape", {"bytes": 1, "sha256": "x"}),
+    lambda m: m["files"].pop("rng.safetensors"),
+])
+def test_a_malformed_manifest_is_one_named_error(tmp_path, edit):
+    import json
+
+    run(tmp_path)
+    checkpoint = list_checkpoints(tmp_path)[-1]
+    manifest = json.loads((checkpoint / "manifest.json").read_text())
+    edit(manifest)
+    (checkpoint / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(AdapterFileError) as info:
+        verify_checkpoint(checkpoint)
+    assert "\n" not in str(info.value)
+
+
+def test_a_checksum_valid_state_of_the_wrong_shape_is_one_named_error(tmp_path):
+    import json
+
+    from rankwise.io.readers import sha256_file
+
+    run(tmp_path)
+    checkpoint = list_checkpoints(tmp_path)[-1]
+    (checkpoint / "trainer_state.json").write_text("{}")
+    manifest = json.loads((checkpoint / "manifest.json").read_text())
+    digest = sha256_file(checkpoint / "trainer_state.json")
+    manifest["files"]["trainer_state.json"] = {"bytes": 2, "sha256": digest}
+    (checkpoint / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(AdapterFileError, match="not a rankwise checkpoint's state"):
+        read_checkpoint(checkpoint)

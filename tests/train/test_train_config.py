@@ -71,3 +71,23 @@ def test_yaml_config_when_pyyaml_is_installed(tmp_path):
     path.write_text("model: tiny-llama\ntask: iso-dates\nlora_r: 4\ntarget_modules: [q_proj]\n")
     c = TrainConfig.from_file(path)
     assert (c.rank, c.targets) == (4, ["q_proj"])
+
+
+# Found by fuzzing (fuzz/): PyYAML's plain exceptions and the OS refusing a long name were raw errors.
+@pytest.mark.parametrize("text", ["!!int x", "!!float ", "!!timestamp ", "? "])
+def test_bad_yaml_values_are_config_errors(tmp_path, text):
+    from rankwise.train.config import read_config_file
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError):
+        TrainConfig.from_dict({"model": "tiny-llama", "task": "iso-dates", **read_config_file(path)})
+
+
+@pytest.mark.parametrize("key", ["model", "data", "output_dir"])
+def test_a_name_too_long_for_the_os_is_a_config_error(key):
+    values = {"model": "tiny-llama", "task": "iso-dates", key: "a" * 300}
+    if key == "data":
+        values.pop("task")
+    with pytest.raises(ConfigError):
+        TrainConfig.from_dict(values)

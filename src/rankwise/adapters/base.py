@@ -138,7 +138,10 @@ class AdapterConfig:
 
 
 def _check_patterns(config: AdapterConfig, name: str, check) -> None:
-    for key, value in getattr(config, name).items():
+    patterns = getattr(config, name)
+    if not isinstance(patterns, dict):
+        raise ConfigError(f"{name} must be a mapping of regex -> value, got {patterns!r}.")
+    for key, value in patterns.items():
         try:
             re.compile(key)
         except (re.error, TypeError) as err:

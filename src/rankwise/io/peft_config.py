@@ -104,7 +104,7 @@ def rankwise_config_from_peft(cfg: dict[str, Any], source: Path) -> tuple[str, A
             rank=cfg.get("r", 8), alpha=float(cfg.get("lora_alpha", 8)),
             dropout=float(cfg.get("lora_dropout", 0.0)),
         )
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise ConfigError(f"{source}: invalid LoRA settings: {err}") from None
     return method, config
 
@@ -128,11 +128,12 @@ def layer_configs_from_peft(cfg: dict[str, Any], config: Any, targets: list[str]
     plan = {}
     for path in targets:
         rank = pattern_value(ranks, path, config.rank)
-        alpha = float(pattern_value(alphas, path, config.alpha))
+        alpha = pattern_value(alphas, path, config.alpha)
         try:
+            alpha = float(alpha) if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) else alpha
             plan[path] = dataclasses.replace(config, rank=rank, alpha=alpha) \
                 if (rank, alpha) != (config.rank, config.alpha) else config
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, OverflowError) as err:
             raise ConfigError(
                 f"{source}: rank_pattern/alpha_pattern give {path} invalid settings: {err}"
             ) from None

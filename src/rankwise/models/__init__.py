@@ -40,14 +40,16 @@ def load(name_or_path: str, dtype: torch.dtype = torch.float32, *, seed: int = 0
         return _load_folder(ensure_converted(package_file(name)), dtype)
     if name == "minilm-l6":
         return _load_folder(package_file(name), dtype)
-    path = Path(name).expanduser()
-    if path.is_dir() and is_model_folder(path):  # a model saved with rankwise.io.save_model
+    path = _local_path(name)
+    if path is None:
+        pass  # the OS refuses the name itself: unknown model, below
+    elif path.is_dir() and is_model_folder(path):  # a model saved with rankwise.io.save_model
         model = load_model(path, lambda folder: _load_folder(folder, dtype, tokenizer=False)[0])
         has_tokenizer = (path / "tokenizer_config.json").is_file()
         return model.eval(), _tokenizer_of(path) if has_tokenizer else None
-    if path.is_file() and path.suffix == ".gguf":
+    elif path.is_file() and path.suffix == ".gguf":
         return _load_folder(ensure_converted(path.resolve()), dtype)
-    if path.is_dir():
+    elif path.is_dir():
         if not (path / "config.json").is_file():
             raise ConfigError(
                 f"{path} has no config.json; point at a Hugging Face model folder (save_pretrained)."
@@ -61,13 +63,23 @@ def load(name_or_path: str, dtype: torch.dtype = torch.float32, *, seed: int = 0
     )
 
 
+def _local_path(name: str) -> Path | None:
+    """Path(name), or None when the OS refuses the name itself (too long, an unknown ~user)."""
+    try:
+        path = Path(name).expanduser()
+        path.exists()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    return path
+
+
 def require_causal_lm(name_or_path: str, what: str) -> None:
     """Refuse, before anything loads, a model that cannot generate: `what` needs a causal LM."""
     name = str(name_or_path)
-    path = Path(name).expanduser()
+    path = _local_path(name)
     if name in _ENCODERS:
         encoder = True
-    elif name in EMBEDDED or name == "tiny-llama" or not (path / "config.json").is_file():
+    elif name in EMBEDDED or name == "tiny-llama" or path is None or not (path / "config.json").is_file():
         return  # the embedded causal LMs and .gguf files; a missing folder gets its own error from load
     else:
         encoder = not is_model_folder(path) and not _is_causal_lm(path)

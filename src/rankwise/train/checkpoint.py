@@ -31,6 +31,8 @@ from ..errors import AdapterFileError
 from ..io.readers import load_tensors, read_json, sha256_file
 
 FORMAT = "rankwise-checkpoint/1"
+REQUIRED_FILES = {"trainer_state.json", "optimizer.safetensors", "rng.safetensors",
+                  "adapter/adapter.safetensors"}
 _STEP_DIR = re.compile(r"step-(\d+)")
 
 
@@ -155,12 +157,22 @@ def verify_checkpoint(path: str | Path) -> dict:
                                "save?); resume from an earlier one or with resume=latest.")
     manifest = read_json(manifest_path)
     files = manifest.get("files")
-    if not isinstance(files, dict):
-        raise AdapterFileError(f"{manifest_path} lists no files; the checkpoint is damaged.")
+    if not isinstance(files, dict) or not REQUIRED_FILES <= set(files):
+        raise AdapterFileError(f"{manifest_path} does not list {sorted(REQUIRED_FILES)}; the checkpoint is "
+                               "damaged.")
     for rel, entry in files.items():
+        well_formed = (isinstance(entry, dict) and isinstance(entry.get("bytes"), int)
+                       and isinstance(entry.get("sha256"), str) and not Path(rel).is_absolute()
+                       and ".." not in Path(rel).parts and len(rel.encode()) < 1024)
+        if not well_formed:
+            raise AdapterFileError(f"{manifest_path}: the entry for {rel!r} is malformed; the checkpoint is "
+                                   "damaged, resume from another one.")
         file = path / rel
-        intact = (file.is_file() and file.stat().st_size == entry["bytes"]
-                  and sha256_file(file) == entry["sha256"])
+        try:
+            intact = (file.is_file() and file.stat().st_size == entry["bytes"]
+                      and sha256_file(file) == entry["sha256"])
+        except OSError:
+            intact = False
         if not intact:
             raise AdapterFileError(f"{file} is missing or differs from what the manifest recorded; "
                                    "the checkpoint is damaged, resume from another one.")
@@ -223,7 +235,21 @@ def read_checkpoint(path: str | Path) -> dict:
     verify_checkpoint(path)
     state = read_json(path / "trainer_state.json")
     optimizer_tensors = load_tensors(path / "optimizer.safetensors")[0]
-    state["optimizer"] = unflatten_optimizer(optimizer_tensors, state["optimizer"])
+    kinds = {"step": int, "optimizer": dict, "scheduler": dict, "rng": list, "fingerprint": dict}
+    wrong = [key for key, kind in kinds.items() if not isinstance(state.get(key), kind)]
+    if not wrong and not (isinstance(state["fingerprint"].get("settings"), dict) and all(
+            key in state["fingerprint"] for key in ("world_size", "examples", "data_sha256"))):
+        wrong = ["fingerprint"]
+    if not wrong and not all(isinstance(r, dict) and {"python", "numpy"} <= set(r) for r in state["rng"]):
+        wrong = ["rng"]
+    try:
+        if wrong:
+            raise ValueError(f"{wrong} missing or of the wrong type")
+        state["optimizer"] = unflatten_optimizer(optimizer_tensors, state["optimizer"])
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        # A checksum-valid file this rankwise did not write: its structure is checked as it is read.
+        raise AdapterFileError(f"{path / 'trainer_state.json'} is not a rankwise checkpoint's state "
+                               f"({type(err).__name__}: {err}); resume from another checkpoint.") from None
     state["rng_tensors"] = load_tensors(path / "rng.safetensors")[0]
     state["adapter"] = load_tensors(path / "adapter" / "adapter.safetensors")[0]
     return state

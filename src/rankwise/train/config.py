@@ -196,6 +196,15 @@ def _checked_type(name: str, value: Any, hint: Any) -> Any:
     raise ConfigError(f"{name} must be {names}, got {value!r} ({type(value).__name__}).")
 
 
+def _usable(path: str, check) -> bool:
+    """check(Path(path)) for a user's path; False when the OS refuses the name itself (too long, an
+    unknown ~user), which pathlib raises rather than answers."""
+    try:
+        return bool(check(Path(path).expanduser()))
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
 def _as_list(value: str | list[str] | None) -> list[str]:
     return [] if value is None else [value] if isinstance(value, str) else list(value)
 
@@ -225,7 +234,7 @@ def _check_values(c: TrainConfig) -> None:
             "give exactly one of task=<bundled task> or data=<file.jsonl>"
             + (", not both." if c.task else "."))
     for path in _as_list(c.data) + _as_list(c.eval_data):
-        require(Path(path).is_file(), f"no file at {path!r}; check the path.")
+        require(_usable(path, Path.is_file), f"no file at {path!r}; check the path.")
     require(c.eval_data is None or c.data is not None,
             "eval_data goes with data=; a task has its own test split.")
     if isinstance(c.task, list) or isinstance(c.data, list):
@@ -235,11 +244,13 @@ def _check_values(c: TrainConfig) -> None:
         require(c.resume is None, "a sequence of tasks cannot resume; run it again from the start.")
     from ..models import EMBEDDED
 
-    require(c.model in EMBEDDED or Path(c.model).expanduser().exists(),
+    require(c.model in EMBEDDED or _usable(c.model, Path.exists),
             f"unknown model {c.model!r}: use one of {', '.join(EMBEDDED)} or a local Hugging Face folder.")
     from ..models import require_causal_lm
 
     require_causal_lm(c.model, "finetune")
+    require(_usable(c.output_dir, lambda p: p.exists() or True),
+            f"output_dir {c.output_dir!r} is not a path this system accepts (too long?).")
     out = Path(c.output_dir).expanduser()
     require(not out.exists() or out.is_dir(), f"output_dir {c.output_dir!r} is a file; pick a folder path.")
     existing = next(parent for parent in (out, *out.parents) if parent.exists())
@@ -275,7 +286,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
                               "or use JSON.") from None
         try:
             values = yaml.safe_load(text)
-        except yaml.YAMLError as err:
+        except (yaml.YAMLError, ValueError, TypeError, IndexError, AttributeError) as err:
+            # PyYAML's constructors raise plain Python errors on bad tagged values ("!!float ").
             raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
     else:
         try:
