@@ -21,11 +21,11 @@ demo: $(STAMP)
 	$(VENV)/bin/rankwise finetune --config examples/demo.json
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench fuzz
 	$(PY) -m pytest -n 2 tests
 
 test-fast: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench fuzz
 	$(PY) -m pytest -n 2 -m "not slow" tests
 
 bench: $(STAMP)
@@ -33,3 +33,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+.PHONY: fuzz
+fuzz: $(STAMP)
+	$(PY) -m pip install -q atheris
+	$(PY) fuzz/run_all.py --seconds 300
