@@ -80,3 +80,12 @@ def test_minilm_is_an_encoder_with_finite_embeddings():
     embedding = (hidden * mask).sum(1) / mask.sum(1)  # mean pooling, as sentence-transformers does
     assert embedding.shape == (2, 384) and torch.isfinite(embedding).all()
     assert not torch.allclose(embedding[0], embedding[1])
+
+
+def test_a_folder_with_only_pickle_weights_is_refused_not_unpickled(tmp_path, cache):
+    model, _ = load("tiny-llama")
+    model.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").unlink()
+    torch.save(model.state_dict(), tmp_path / "m" / "pytorch_model.bin")  # what older tools wrote: a pickle
+    with pytest.raises(ConfigError, match="pytorch_model.bin, a pickle file.*never unpickles"):
+        load(str(tmp_path / "m"))

@@ -51,3 +51,16 @@ def test_a_prompt_too_long_for_max_length_names_its_file_and_line(tmp_path):
     with pytest.raises(DataError, match=r"d\.jsonl:4: an example's prompt is \d+ tokens"):
         finetune({"model": "tiny-llama", "data": str(data), "eval_split": 0.0, "max_length": 64,
                   "max_steps": 1, "output_dir": str(tmp_path / "run"), "progress": False})
+
+
+def test_a_foreign_file_in_output_dir_adapter_stops_the_run_before_training(tmp_path):
+    from rankwise.errors import AdapterFileError
+    from rankwise.train import finetune
+
+    (tmp_path / "run" / "adapter").mkdir(parents=True)
+    (tmp_path / "run" / "adapter" / "notes.txt").write_text("mine")
+    with pytest.raises(AdapterFileError, match="holds other files"):
+        finetune({"model": "tiny-llama", "task": "iso-dates", "max_steps": 1,
+                  "output_dir": str(tmp_path / "run"), "progress": False})
+    assert not (tmp_path / "run" / "log.jsonl").exists()  # no step was trained and thrown away
+    assert (tmp_path / "run" / "adapter" / "notes.txt").read_text() == "mine"
