@@ -24,10 +24,10 @@ from pathlib import Path
 import rankwise
 from rankwise.cli.main import main as cli
 
-RUNS = {  # name: (method, rank, alpha, learning rate)
+RUNS = {  # name: (method, rank, alpha, learning rate); full fine-tuning has no rank, alpha or dropout
     "lora-r1": ("lora", 1, 2, 2e-3),
     "lora-r8": ("lora", 8, 16, 1e-3),
-    "full": ("full", 8, 16, 1e-3 / 15),
+    "full": ("full", None, None, 1e-3 / 15),
 }
 THRESHOLDS = (0.3, 0.5, 0.7)
 
@@ -53,7 +53,8 @@ def main() -> None:
         run_dir = out / name
         if not (run_dir / "results.json").is_file():
             started = time.perf_counter()
-            rankwise.finetune(dict(base, method=method, rank=rank, alpha=alpha, learning_rate=lr,
+            low_rank = {"rank": rank, "alpha": alpha, "dropout": base.get("dropout") if rank else None}
+            rankwise.finetune(dict(base, method=method, **low_rank, learning_rate=lr,
                                    output_dir=str(run_dir)))
             print(f"{name}: trained in {time.perf_counter() - started:.0f} s", flush=True)
         trained = json.loads((run_dir / "results.json").read_text())
