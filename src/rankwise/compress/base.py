@@ -1,0 +1,95 @@
+"""The compression family's interface: a config, a factorized layer, and a compressor per method.
+
+A compressor turns one layer into a smaller module, through the same plan as every family:
+    plan = rankwise.surgery.make_plan(model, config)     # {path: that layer's config}
+    module = Compressor.build(layer, layer_config)       # the factory (reads the layer's weight)
+    empty  = Compressor.shape(layer, layer_config)       # the same structure, uninitialised (for loading)
+Compressed layers stay factorized in memory and on disk, so the savings are real; a model folder
+(rankwise.io.save_model) stores them as the family's tensors and rankwise.models.load rebuilds them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._registry import Registry
+from ..errors import ConfigError
+
+
+@dataclass
+class CompressConfig:
+    """Which layers to compress; `targets` follows rankwise.surgery.find_targets."""
+
+    targets: Any = "all-linear"
+    exclude: list[str] = field(default_factory=list)
+    layers_to_transform: list[int] | None = None
+
+    def for_layer(self, path: str) -> CompressConfig:
+        """This layer's own config (methods with per-layer patterns override this)."""
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, dropped=()) -> CompressConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{cls.__name__} has no fields {unknown}; the file was written by another "
+                              "rankwise.")
+        return cls(**values)
+
+
+class LowRankLinear(nn.Module):
+    """y = B (A x) + b: a linear layer stored as its two factors, A (rank, in) and B (out, rank)."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: torch.Tensor | None,
+                 dtype: torch.dtype, device: torch.device | str = "cpu"):
+        super().__init__()
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.A = nn.Parameter(torch.empty(rank, in_features, dtype=dtype, device=device))
+        self.B = nn.Parameter(torch.empty(out_features, rank, dtype=dtype, device=device))
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.linear(x, self.A), self.B, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
+
+
+class Compressor:
+    """One compression method: its config class and its factory; registered with @register."""
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[CompressConfig]] = CompressConfig
+    paper: ClassVar[str] = ""
+    url: ClassVar[str] = ""
+
+    @classmethod
+    def shape(cls, layer: nn.Linear, config: CompressConfig) -> nn.Module:
+        raise NotImplementedError
+
+    @classmethod
+    def build(cls, layer: nn.Linear, config: CompressConfig) -> nn.Module:
+        raise NotImplementedError
+
+
+COMPRESSORS: Registry[type[Compressor]] = Registry("compression method")
+
+
+def register(name: str):
+    """Register a Compressor under `name` (== its file name)."""
+
+    def add(cls: type[Compressor]) -> type[Compressor]:
+        cls.name = name
+        return COMPRESSORS.register(name)(cls)
+
+    return add
