@@ -20,6 +20,7 @@ from torch import nn
 
 from .api import active_adapters, layers_of, method_layers
 from .base import Adapter, StepContext
+from .module_copy import ModuleCopy
 
 
 def _active(model: nn.Module) -> dict[str, dict[str, Adapter]]:
@@ -37,8 +38,8 @@ def param_groups(model: nn.Module, lr: float) -> list[dict]:
     groups = []
     for layers in _active(model).values():
         groups += type(next(iter(layers.values()))).param_groups(layers, lr)
-    copies = [p for name in active_adapters(model) for path, adapter in layers_of(model, name).items()
-              if path not in method_layers(model, name) for p in adapter.parameters() if p.requires_grad]
+    copies = [p for name in active_adapters(model) for adapter in layers_of(model, name).values()
+              if isinstance(adapter, ModuleCopy) for p in adapter.parameters() if p.requires_grad]
     groups.append({"params": copies, "lr": lr})  # modules_to_save: plain full training
     return [g for g in groups if g["params"]]
 
