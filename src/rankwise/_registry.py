@@ -27,6 +27,15 @@ class Registry(Generic[T]):
 
         return add
 
+    def register_class(self, name: str) -> Callable[[T], T]:
+        """register(name), and set the class's `name` to it (registry key == file name == cls.name)."""
+
+        def add(cls: T) -> T:
+            cls.name = name
+            return self.register(name)(cls)
+
+        return add
+
     def get(self, name: str) -> T:
         try:
             return self._items[name]

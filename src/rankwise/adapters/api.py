@@ -175,9 +175,7 @@ def _load_state(layers: Mapping[str, Adapter], state: Mapping[str, torch.Tensor]
             raise AdapterFileError(f"{source}: {key} holds NaN or infinite values (a diverged run?); "
                                    "load an earlier checkpoint instead.")
     for path, adapter in layers.items():
-        prefix = path + "."
-        adapter.load_state_dict({key[len(prefix):]: value for key, value in state.items()
-                                 if key.startswith(prefix) and key[len(prefix):] in adapter.state_dict()})
+        adapter.load_state_dict({key: state[f"{path}.{key}"] for key in adapter.state_dict()})
 
 
 def load_state(model: nn.Module, name: str, state: Mapping[str, torch.Tensor],

@@ -360,11 +360,4 @@ class Adapter(nn.Module):
 ADAPTERS: Registry[type[Adapter]] = Registry("adapter method")
 
 
-def register(name: str):
-    """Register an Adapter subclass under `name` (== its file name == its config's method)."""
-
-    def add(cls: type[Adapter]) -> type[Adapter]:
-        cls.name = name
-        return ADAPTERS.register(name)(cls)
-
-    return add
+register = ADAPTERS.register_class  # @register("name"): name == file name == cls.name

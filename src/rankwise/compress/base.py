@@ -85,11 +85,4 @@ class Compressor:
 COMPRESSORS: Registry[type[Compressor]] = Registry("compression method")
 
 
-def register(name: str):
-    """Register a Compressor under `name` (== its file name)."""
-
-    def add(cls: type[Compressor]) -> type[Compressor]:
-        cls.name = name
-        return COMPRESSORS.register(name)(cls)
-
-    return add
+register = COMPRESSORS.register_class  # @register("name"): name == file name == cls.name

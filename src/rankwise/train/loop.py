@@ -153,11 +153,8 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
         step += 1
         hooks.after_step(model, StepContext(step, optimizer, scheduler, config.max_steps, group_lrs))
         loss_value = accelerator.reduce(torch.stack(losses).mean(), "mean").item()
-        if not math.isfinite(loss_value) or not all(torch.isfinite(p).all() for p in trainable):
-            raise TrainingDiverged(
-                f"training diverged at step {step}: the loss is {loss_value} or a trained tensor is not "
-                f"finite (learning_rate {config.learning_rate:g}). Lower learning_rate (or set "
-                "max_grad_norm); the last checkpoint and any saved adapter are untouched.")
+        if not math.isfinite(loss_value):  # one scalar already on the host: checked every step
+            _diverged(step, f"the loss is {loss_value}", config)
         record = {"step": step, "loss": loss_value, "lr": lr}
         if penalty is not None:
             record["regularizer"] = float(penalty.detach())
@@ -173,6 +170,7 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
             with open(log_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
         if config.save_every and step % config.save_every == 0:
+            _check_finite(trainable, step, config)  # the tensors only when they are about to be saved
             rng = gather_object([capture_rng(rank)])  # every process's generators, in rank order
             if accelerator.is_main_process:
                 state = {"scheduler": scheduler.state_dict(), "micro_batches": step * accum,
@@ -182,10 +180,22 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
                 rotate_checkpoints(config.output_dir, config.save_total_limit)
             accelerator.wait_for_everyone()
     bar.close()
+    _check_finite(trainable, step, config)
     if finalize:
         hooks.finalize(model)
     wrapped.eval()
     return {"step": step, "loss": loss_value, "log": log}
+
+
+def _diverged(step: int, what: str, config: TrainConfig):
+    raise TrainingDiverged(
+        f"training diverged at step {step}: {what} (learning_rate {config.learning_rate:g}). Lower "
+        "learning_rate (or set max_grad_norm); the last checkpoint and any saved adapter are untouched.")
+
+
+def _check_finite(trainable: list[torch.Tensor], step: int, config: TrainConfig) -> None:
+    if not all(torch.isfinite(p).all() for p in trainable):
+        _diverged(step, "a trained tensor is NaN or infinite", config)
 
 
 def _read_log(path: Path) -> list[dict]:
