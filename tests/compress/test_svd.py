@@ -55,6 +55,7 @@ def test_ratio_and_per_layer_ranks():
     ({"rank": 4, "ratio": 0.5}, ConfigError, "exactly one of"),
     ({"rank": 4, "bits": 3}, ConfigError, "svd does not use bits"),
     ({"rank": 4, "targets": ["model.norm"]}, TargetError, "compresses nn.Linear"),
+    ({"rank": 4, "targets": 123}, ConfigError, "targets must be"),  # the plan's own checks, shared
 ])
 def test_bad_settings_name_the_layer_and_leave_the_model_unchanged(fields, error, match, tiny_ids):
     model = make_tiny_llama()

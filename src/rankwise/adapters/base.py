@@ -33,10 +33,8 @@ right after the first optimizer step sees step == 1. A hook keeps any counter it
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -46,95 +44,23 @@ from torch import nn
 
 from .._registry import Registry
 from ..errors import ConfigError, NotMergeable
-from ..surgery import pattern_value
+from ..surgery import PlanConfig
 
 
 @dataclass
-class AdapterConfig:
-    """Fields every method shares. `targets` follows rankwise.surgery.find_targets."""
+class AdapterConfig(PlanConfig):
+    """Fields every adapter method shares: the plan's (targets, exclude, layers_to_transform) and
+    modules_to_save."""
 
-    targets: Any = "all-linear"
-    exclude: list[str] = field(default_factory=list)
-    layers_to_transform: list[int] | None = None  # keep only modules of these block indices (PEFT's field)
     modules_to_save: list[str] = field(default_factory=list)  # trained in full beside the adapter (PEFT's)
 
-    # Configs that must be rejected, per class; `bad_configs()` collects them along the class hierarchy.
-    invalid: ClassVar[tuple[dict, ...]] = (
-        {"layers_to_transform": [-1]}, {"targets": 123}, {"targets": "q_proj["}, {"exclude": "q_proj"},
-        {"modules_to_save": "lm_head"})
+    invalid: ClassVar[tuple[dict, ...]] = ({"modules_to_save": "lm_head"},)
 
     def __post_init__(self) -> None:
-        targets = self.targets
-        # None: a config read back from a file whose targets were module types; its plan is exact.
-        kinds = targets is None or isinstance(targets, (str, type)) or (
-            isinstance(targets, (list, tuple)) and all(isinstance(t, (str, type)) for t in targets))
-        if not kinds:
-            raise ConfigError(f"targets must be a regex, a list of names or globs, or module types; "
-                              f"got {targets!r}.")
-        if isinstance(targets, str) and targets not in ("all-linear", "all-blocks"):
-            try:
-                re.compile(targets)
-            except re.error as err:
-                raise ConfigError(f"targets={targets!r} is not a valid regular expression ({err}); "
-                                  "for a list of names write [\"q_proj\", \"v_proj\"].") from None
-        for name in ("exclude", "modules_to_save"):
-            value = getattr(self, name)
-            if not isinstance(value, (list, tuple)) or not all(isinstance(e, str) for e in value):
-                raise ConfigError(f"{name} must be a list of names or globs, got {value!r}.")
-        layers = self.layers_to_transform
-        if layers is not None and not (isinstance(layers, list) and all(
-                isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers)):
-            raise ConfigError(f"layers_to_transform must be a list of block indices >= 0, got {layers!r}.")
-
-    @classmethod
-    def bad_configs(cls) -> list[dict]:
-        seen = []
-        for klass in cls.__mro__:
-            for bad in vars(klass).get("invalid", ()):
-                if bad not in seen:
-                    seen.append(bad)
-        return seen
-
-    @classmethod
-    def field_names(cls) -> set[str]:
-        return {f.name for f in dataclasses.fields(cls)}
-
-    @classmethod
-    def create(cls, method: str, **values: Any) -> AdapterConfig:
-        """cls(**values), but a field the method does not have is a ConfigError that names it."""
-        unknown = sorted(set(values) - cls.field_names())
-        if unknown:
-            raise ConfigError(f"{method} does not use {', '.join(unknown)}; its fields are "
-                              f"{', '.join(sorted(cls.field_names()))}.")
-        return cls(**values)
-
-    def pattern_fields(self) -> dict[str, dict]:
-        """{field: {regex: value}} of this config's per-layer patterns (rank_pattern -> rank, ...)."""
-        return {f.name.removesuffix("_pattern"): getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name.endswith("_pattern") and getattr(self, f.name)}
-
-    def for_layer(self, path: str) -> AdapterConfig:
-        """This layer's config: each `<field>_pattern` whose regex matches `path` sets `<field>`."""
-        values = {name: pattern_value(patterns, path, getattr(self, name))
-                  for name, patterns in self.pattern_fields().items()}
-        changed = {name: value for name, value in values.items() if value != getattr(self, name)}
-        return dataclasses.replace(self, **changed) if changed else self
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        if not isinstance(self.targets, (str, list, tuple)):
-            out["targets"] = None  # module types are not JSON; the saved plan is exact anyway
-        return out
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], *, dropped: Iterable[str] = ()) -> AdapterConfig:
-        """Build from saved values; `dropped`: fields older files wrote that this method no longer has."""
-        known = cls.field_names()
-        unknown = sorted(set(values) - known - set(dropped))
-        if unknown:
-            warnings.warn(f"ignoring unknown {cls.__name__} keys {unknown} (written by a newer rankwise?)",
-                          stacklevel=3)
-        return cls(**{k: v for k, v in values.items() if k in known})
+        super().__post_init__()
+        value = self.modules_to_save
+        if not isinstance(value, (list, tuple)) or not all(isinstance(e, str) for e in value):
+            raise ConfigError(f"modules_to_save must be a list of names or globs, got {value!r}.")
 
 
 def _check_patterns(config: AdapterConfig, name: str, check) -> None:

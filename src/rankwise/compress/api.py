@@ -27,10 +27,7 @@ def compress(model: nn.Module, method: str = "svd", *, name: str = "default",
     """
     cls = COMPRESSORS.get(method)
     if config is None:
-        unknown = sorted(set(fields) - set(cls.config_class.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"{method} does not use {', '.join(unknown)}.")
-        config = cls.config_class(**fields)
+        config = cls.config_class.create(method, **fields)
     if name in installed(model):
         raise ConfigError(f"the model already has a compression named {name!r}; pick another name.")
     plan = make_plan(model, config)

@@ -10,41 +10,20 @@ Compressed layers stay factorized in memory and on disk, so the savings are real
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .._registry import Registry
-from ..errors import ConfigError
+from ..surgery import PlanConfig
 
 
 @dataclass
-class CompressConfig:
-    """Which layers to compress; `targets` follows rankwise.surgery.find_targets."""
-
-    targets: Any = "all-linear"
-    exclude: list[str] = field(default_factory=list)
-    layers_to_transform: list[int] | None = None
-
-    def for_layer(self, path: str) -> CompressConfig:
-        """This layer's own config (methods with per-layer patterns override this)."""
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], *, dropped=()) -> CompressConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"{cls.__name__} has no fields {unknown}; the file was written by another "
-                              "rankwise.")
-        return cls(**values)
+class CompressConfig(PlanConfig):
+    """Which layers to compress (targets, exclude, layers_to_transform: rankwise.surgery.PlanConfig)."""
 
 
 class LowRankLinear(nn.Module):

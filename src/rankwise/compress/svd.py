@@ -29,7 +29,10 @@ class SvdConfig(CompressConfig):
     rank_pattern: dict[str, int] = field(default_factory=dict)
     svd_iters: int = 0  # 0: exact SVD; k > 0: randomized SVD with k power iterations
 
+    invalid = ({"rank": 4, "ratio": 0.5}, {"ratio": 1.5}, {"rank": 0})
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         if (self.rank is None) == (self.ratio is None):
             raise ConfigError("svd takes exactly one of rank=R or ratio=P (the share of parameters kept).")
         if self.rank is not None and (not isinstance(self.rank, int) or isinstance(self.rank, bool)
