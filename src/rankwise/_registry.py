@@ -64,6 +64,10 @@ class Family:
     layout:   layout(model, name) -> (method, config, plan, state) of what is installed under `name`,
               where config is the config the plan was made from.
     installed: installed(model) -> the names this family has installed in `model`, in the order to apply them.
+    order:    families are applied in this order when a model is rebuilt: lower first (compression
+              replaces base layers, which adapters then wrap).
+    replaces: its modules replace the base's (so the base's own tensors at those paths are not saved);
+              otherwise they wrap the base, which is saved unwrapped.
     """
 
     name: str
@@ -71,6 +75,8 @@ class Family:
     apply: Callable[..., Any]
     layout: Callable[..., tuple]
     installed: Callable[..., list[str]]
+    order: int = 1
+    replaces: bool = False
 
 
 FAMILIES: Registry[Family] = Registry("method family")

@@ -12,7 +12,7 @@ from torch import nn
 from .._registry import FAMILIES, Family
 from ..errors import AdapterFileError, ConfigError, TargetError
 from ..io.readers import check_state
-from ..surgery import get_module, make_plan, replace_module, target_paths
+from ..surgery import get_module, is_linear, make_plan, replace_module, target_paths
 from .base import ADAPTERS, Adapter, AdapterConfig
 from .layer import AdaptedLinear, AdaptedModule
 from .module_copy import ModuleCopy
@@ -98,7 +98,7 @@ def adapt(
     for path, adapter in built.items():
         module = get_module(model, path)
         if not isinstance(module, AdaptedModule):
-            module = AdaptedLinear(module) if type(module) is nn.Linear else AdaptedModule(module)
+            module = AdaptedLinear(module) if is_linear(module) else AdaptedModule(module)
             module.train(module.base.training)
             replace_module(model, path, module)
         adapter.train(module.training)

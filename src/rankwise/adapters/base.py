@@ -44,7 +44,7 @@ from torch import nn
 
 from .._registry import Registry
 from ..errors import ConfigError, NotMergeable
-from ..surgery import PlanConfig
+from ..surgery import PlanConfig, is_linear
 
 
 @dataclass
@@ -225,7 +225,7 @@ class Adapter(nn.Module):
     @classmethod
     def can_wrap(cls, module: nn.Module) -> bool:
         """Which modules the method adapts; block-level methods (AdapterTune, LoRRA) override this."""
-        return type(module) is nn.Linear
+        return is_linear(module)
 
     @classmethod
     def features(cls, base: nn.Module) -> tuple[int, int]:
@@ -236,7 +236,7 @@ class Adapter(nn.Module):
         super().__init__()
         self.config = config
         self.in_features, self.out_features = self.features(base)
-        weight = next(base.parameters())
+        weight = next(t for t in (*base.parameters(), *base.buffers()) if t.is_floating_point())
         rank = getattr(config, "rank", None)
         if rank is not None and rank > min(self.in_features, self.out_features):
             raise ConfigError(

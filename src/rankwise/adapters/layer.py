@@ -19,7 +19,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..surgery import Wrapper
+from ..errors import NotMergeable
+from ..surgery import CompressedLinear, Wrapper
 from .base import Adapter
 
 
@@ -66,6 +67,10 @@ class AdaptedModule(Wrapper):
         for name in names:
             if name in self.merged:
                 continue
+            if isinstance(self.base, CompressedLinear):
+                raise NotMergeable(f"{name} cannot be merged into a compressed {type(self.base).__name__}: "
+                                   "its weight is stored compactly. Keep the adapter unmerged, or "
+                                   "decompress the layer first.")
             if not isinstance(getattr(self.base, "weight", None), nn.Parameter):
                 self.adapters[name].delta_weight()  # raises NotMergeable: a block has no weight to fold into
             merged = self.adapters[name].merged_weight(self.base.weight.data)

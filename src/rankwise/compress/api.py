@@ -3,27 +3,35 @@ entry through which rankwise.io saves and loads compressed models."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .._registry import FAMILIES, Family
 from ..errors import AdapterFileError, ConfigError, TargetError
 from ..io.readers import check_state
-from ..surgery import make_plan, replace_module
+from ..adapters import adapt, adapter_names
+from ..adapters.lora import LoraConfig
+from ..surgery import Wrapper, make_plan, replace_module
 from .base import COMPRESSORS, CompressConfig
+from .calibration import collect_stats
 
 _RECORD = "_rankwise_compress"  # {name: (method, config, [paths])} on the model, for saving
 
 
 def compress(model: nn.Module, method: str = "svd", *, name: str = "default",
-             config: CompressConfig | None = None, **fields: Any) -> nn.Module:
+             config: CompressConfig | None = None, calibration: Iterable | None = None,
+             **fields: Any) -> nn.Module:
     """Compress the layers `method`'s config selects, in place; returns the model.
 
-    `fields` are the method's config fields (e.g. rank=64 or ratio=0.5, targets, rank_pattern). Every
-    layer is built before any is replaced, so a bad setting leaves the model as it was.
+    `fields` are the method's config fields (e.g. rank=64 or ratio=0.5, targets, rank_pattern).
+    `calibration` is an iterable of batches (dicts of model inputs, or tensors) for the methods that
+    read activations (EoRA, ASVD, AFM, ...). A method with a compensation also installs it as a LoRA
+    adapter named after the method (rankwise.adapter_names). Every layer is built before any is
+    replaced, so a bad setting leaves the model as it was.
     """
     cls = COMPRESSORS.get(method)
     if config is None:
@@ -31,17 +39,51 @@ def compress(model: nn.Module, method: str = "svd", *, name: str = "default",
     if name in installed(model):
         raise ConfigError(f"the model already has a compression named {name!r}; pick another name.")
     plan = make_plan(model, config)
-    built = {}
-    for path, layer_config in plan.items():
+    for path in plan:
         layer = model.get_submodule(path)
         if type(layer) is not nn.Linear:
             raise TargetError(f"{path} is a {type(layer).__name__}; {method} compresses nn.Linear layers.")
+    stats = _calibrate(model, cls, plan, calibration)
+    built, corrections = {}, {}
+    for path, layer_config in tqdm(plan.items(), desc=f"compressing ({method})", leave=False):
+        layer = model.get_submodule(path)
         try:
-            built[path] = cls.build(layer, layer_config)
+            built[path] = cls.build(layer, layer_config, stats.get(path))
+            correction = cls.compensation(layer, built[path], layer_config, stats.get(path))
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
+        if correction is not None:
+            corrections[path] = correction
+    if corrections and method in adapter_names(model):
+        raise ConfigError(f"the model already has an adapter named {method!r}, where {method}'s "
+                          "compensation goes; unload it first.")
     _install(model, name, method, config, plan, built)
+    if corrections:
+        _install_compensation(model, method, corrections)
     return model
+
+
+def _calibrate(model, cls, plan, calibration) -> dict:
+    if cls.calibration is None:
+        return {}
+    if calibration is None:
+        raise ConfigError(f"{cls.name} reads activations: pass calibration= (batches of model inputs); "
+                          "the CLI uses --calib FILE or the bundled corpus.")
+    return collect_stats(model, plan, calibration, inputs=cls.calibration == "inputs",
+                         outputs=cls.calibration == "outputs")
+
+
+def _install_compensation(model, method: str, corrections: dict) -> None:
+    """Each correction B A as a LoRA of scale 1 (alpha = rank) on its compressed layer."""
+    plan = {path: LoraConfig.create("lora", rank=A.shape[0], alpha=A.shape[0], targets=[path])
+            for path, (B, A) in corrections.items()}
+    state = {f"{path}.{key}": value.contiguous() for path, (B, A) in corrections.items()
+             for key, value in (("lora_A", A), ("lora_B", B))}
+    config = LoraConfig.create("lora", rank=max(A.shape[0] for _, A in corrections.values()),
+                               targets=list(corrections))
+    config.alpha = config.rank
+    adapt(model, "lora", name=method, config=config, plan=plan, state=state, freeze_base=False,
+          source=f"{method}'s compensation")
 
 
 def _install(model, name, method, config, plan, built) -> None:
@@ -56,10 +98,15 @@ def installed(model: nn.Module) -> list[str]:
     return list(getattr(model, _RECORD, {}))
 
 
+def _compressed(model: nn.Module, path: str) -> nn.Module:
+    module = model.get_submodule(path)
+    return module.base if isinstance(module, Wrapper) else module  # an adapter may sit on top
+
+
 def layout(model: nn.Module, name: str) -> tuple:
     method, config, plan = getattr(model, _RECORD)[name]
     state = {f"{path}.{key}": value for path in plan
-             for key, value in model.get_submodule(path).state_dict().items()}
+             for key, value in _compressed(model, path).state_dict().items()}
     return method, config, plan, state
 
 
@@ -86,4 +133,5 @@ def _apply_saved(model: nn.Module, method: str, name: str, config: CompressConfi
 
 
 FAMILIES.register("compress")(
-    Family("compress", COMPRESSORS, apply=_apply_saved, layout=layout, installed=installed))
+    Family("compress", COMPRESSORS, apply=_apply_saved, layout=layout, installed=installed, order=0,
+           replaces=True))

@@ -1,11 +1,17 @@
 """The compression family's interface: a config, a factorized layer, and a compressor per method.
 
 A compressor turns one layer into a smaller module, through the same plan as every family:
-    plan = rankwise.surgery.make_plan(model, config)     # {path: that layer's config}
-    module = Compressor.build(layer, layer_config)       # the factory (reads the layer's weight)
-    empty  = Compressor.shape(layer, layer_config)       # the same structure, uninitialised (for loading)
-Compressed layers stay factorized in memory and on disk, so the savings are real; a model folder
-(rankwise.io.save_model) stores them as the family's tensors and rankwise.models.load rebuilds them.
+    plan = rankwise.surgery.make_plan(model, config)          # {path: that layer's config}
+    module = Compressor.build(layer, layer_config, stats)     # the factory (reads the layer's weight)
+    empty  = Compressor.shape(layer, layer_config)            # the same structure, uninitialised (loading)
+    B, A   = Compressor.compensation(layer, module, layer_config, stats)   # or None
+`stats` are the layer's calibration statistics (compress.calibration.LayerStats) when the method sets
+`calibration` to "inputs" or "outputs", else None. A compensation (EoRA, SVD) is a rank-r correction
+Ŵ + B A of the compressed layer; compress() installs it as a LoRA adapter, so it can be fine-tuned
+further and exported in PEFT's format.
+Compressed layers stay compact in memory and on disk (factors, packed integer codes), so the savings are
+real; a model folder (rankwise.io.save_model) stores them as the family's tensors and
+rankwise.models.load rebuilds them.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._registry import Registry
-from ..surgery import PlanConfig
+from ..surgery import CompressedLinear, PlanConfig
+from .calibration import LayerStats
 
 
 @dataclass
@@ -26,7 +33,7 @@ class CompressConfig(PlanConfig):
     """Which layers to compress (targets, exclude, layers_to_transform: rankwise.surgery.PlanConfig)."""
 
 
-class LowRankLinear(nn.Module):
+class LowRankLinear(CompressedLinear):
     """y = B (A x) + b: a linear layer stored as its two factors, A (rank, in) and B (out, rank)."""
 
     def __init__(self, in_features: int, out_features: int, rank: int, bias: torch.Tensor | None,
@@ -40,6 +47,9 @@ class LowRankLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(F.linear(x, self.A), self.B, self.bias)
 
+    def dense_weight(self) -> torch.Tensor:
+        return self.B @ self.A
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
 
@@ -51,14 +61,21 @@ class Compressor:
     config_class: ClassVar[type[CompressConfig]] = CompressConfig
     paper: ClassVar[str] = ""
     url: ClassVar[str] = ""
+    calibration: ClassVar[str | None] = None  # "inputs" or "outputs": the statistics build() needs
 
     @classmethod
     def shape(cls, layer: nn.Linear, config: CompressConfig) -> nn.Module:
         raise NotImplementedError
 
     @classmethod
-    def build(cls, layer: nn.Linear, config: CompressConfig) -> nn.Module:
+    def build(cls, layer: nn.Linear, config: CompressConfig, stats: LayerStats | None = None) -> nn.Module:
         raise NotImplementedError
+
+    @classmethod
+    def compensation(cls, layer: nn.Linear, compressed: nn.Module, config: CompressConfig,
+                     stats: LayerStats | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(B (out, r), A (r, in)) correcting the compressed layer to Ŵ + B A, or None (no correction)."""
+        return None
 
 
 COMPRESSORS: Registry[type[Compressor]] = Registry("compression method")

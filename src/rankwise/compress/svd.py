@@ -72,7 +72,7 @@ class Svd(Compressor):
                              layer.weight.dtype, layer.weight.device)
 
     @classmethod
-    def build(cls, layer: nn.Linear, config: SvdConfig) -> LowRankLinear:
+    def build(cls, layer: nn.Linear, config: SvdConfig, stats=None) -> LowRankLinear:
         module = cls.shape(layer, config)
         svd = top_svd(layer.weight, module.rank, config.svd_iters)
         root = svd.S.sqrt()

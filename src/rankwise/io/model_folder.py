@@ -28,7 +28,7 @@ from torch import nn
 
 from .._registry import FAMILIES
 from ..errors import AdapterFileError, ConfigError
-from ..surgery import Wrapper, wrappers
+from ..surgery import wrappers
 from .adapter_file import FORMAT_VERSION, parse_plan, plan_record, rankwise_version
 from .atomic import atomic_directory, save_tensors, write_json
 from .fingerprint import base_name
@@ -43,17 +43,16 @@ def is_model_folder(path: str | os.PathLike) -> bool:
 
 def _records(model: nn.Module) -> list[tuple[dict[str, Any], dict]]:
     found = []
-    for family in FAMILIES.names():
+    for family in sorted(FAMILIES.names(), key=lambda name: FAMILIES.get(name).order):
         for name in FAMILIES.get(family).installed(model):
             found.append(plan_record(model, family, name))
     return found
 
 
-def base_state(model: nn.Module, owned: list[str]) -> dict:
-    """The model's own tensors named as if no family had touched it, without the modules in `owned`
-    (paths a family replaced) and without tied copies."""
+def base_state(model: nn.Module, replaced: list[str]) -> dict:
+    """The model's own tensors named as if no family had touched it, without the modules at the paths
+    in `replaced` (a family saves those itself) and without tied copies."""
     wrapped = wrappers(model)
-    replaced = [path for path in owned if not isinstance(model.get_submodule(path), Wrapper)]
     state, seen = {}, set()
     for key, value in model.state_dict(keep_vars=True).items():
         name = base_name(key, wrapped) if wrapped else key
@@ -78,7 +77,8 @@ def save_model(model: nn.Module, directory: str | os.PathLike, tokenizer=None) -
     records = _records(model)
     family_tensors = {f"{record['family']}/{record['name']}/{key}": value
                       for record, tensors in records for key, value in tensors.items()}
-    owned = [path for record, _ in records for path in record["plan"]]
+    replaced = [path for record, _ in records if FAMILIES.get(record["family"]).replaces
+                for path in record["plan"]]
     if directory.exists() and any(directory.iterdir()) and not is_model_folder(directory):
         raise AdapterFileError(f"{directory} holds other files; save the model into a new or empty folder "
                                "(a save replaces the whole folder).")
@@ -88,7 +88,7 @@ def save_model(model: nn.Module, directory: str | os.PathLike, tokenizer=None) -
         config.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        save_tensors(tmp / BASE_WEIGHTS, base_state(model, owned), metadata={"format": "pt"})
+        save_tensors(tmp / BASE_WEIGHTS, base_state(model, replaced), metadata={"format": "pt"})
         save_tensors(tmp / FAMILY_WEIGHTS, family_tensors, metadata={"format": "pt"})
         write_json(tmp / META_FILE, {
             "format_version": FORMAT_VERSION, "rankwise_version": rankwise_version(),

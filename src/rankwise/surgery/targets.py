@@ -1,7 +1,7 @@
 """Target selection: which modules of a model a method adapts.
 
 `targets` may be
-- "all-linear": every nn.Linear except the output head (its vocab-sized projection is rarely worth adapting);
+- "all-linear": every nn.Linear (or compressed stand-in for one) except the output head (its vocab-sized projection is rarely worth adapting);
 - "all-blocks": the repeated blocks of the network (the longest nn.ModuleList of same-type modules),
   for block-level methods such as bottleneck adapters;
 - a single string other than that: a regular expression that must match a module's full name;
@@ -20,12 +20,15 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..errors import TargetError
+from .compressed import CompressedLinear
+
+LINEAR_TYPES = (nn.Linear, CompressedLinear)  # compressed layers stand in for the linears they replaced
 
 Targets = str | Sequence[str] | type | tuple[type, ...]
 
 
 def linear_names(model: nn.Module) -> list[str]:
-    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    return [name for name, module in model.named_modules() if isinstance(module, LINEAR_TYPES)]
 
 
 def _output_head_names(model: nn.Module) -> set[str]:
@@ -69,7 +72,7 @@ def find_targets(
         heads = _output_head_names(model)
         chosen = [
             name for name, module in named
-            if isinstance(module, nn.Linear) and name not in heads and name.rpartition(".")[2] not in heads
+            if isinstance(module, LINEAR_TYPES) and name not in heads and name.rpartition(".")[2] not in heads
         ]
         unmatched = [] if chosen else ["all-linear"]
     elif isinstance(targets, str):

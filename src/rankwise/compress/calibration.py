@@ -1,0 +1,75 @@
+"""Calibration statistics: what activation-aware methods (EoRA, ASVD/SVD-LLM, AFM, BiPFT's estimator) know
+about the data, gathered in one pass of the calibration batches through the unchanged model.
+
+For a linear layer y = W x + b seen on N tokens:
+    input_moment  = (1/N) Σ x xᵀ   (in, in)     EoRA's C, SVD-LLM's whitening matrix
+    output_mean   = (1/N) Σ y      (out,)       AFM's μ
+    output_moment = (1/N) Σ y yᵀ   (out, out)   AFM's covariance is output_moment − μ μᵀ
+Sums are taken per batch in float32 and accumulated in float64 (as EoRA's code does), so many batches
+lose no precision. All layers are measured on the original model's activations in one pass; EoRA's
+code instead re-runs each block after compensating the one before it (see compress.eora).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+
+
+@dataclass
+class LayerStats:
+    count: int = 0  # tokens seen
+    input_moment: torch.Tensor | None = None
+    output_mean: torch.Tensor | None = None
+    output_moment: torch.Tensor | None = None
+
+    def add(self, x: torch.Tensor, y: torch.Tensor, inputs: bool, outputs: bool) -> None:
+        x = x.detach().reshape(-1, x.shape[-1]).float()
+        y = y.detach().reshape(-1, y.shape[-1]).float()
+        if inputs:
+            self.input_moment = _accumulate(self.input_moment, x.T @ x)
+        if outputs:
+            self.output_mean = _accumulate(self.output_mean, y.sum(0))
+            self.output_moment = _accumulate(self.output_moment, y.T @ y)
+        self.count += x.shape[0]
+
+    def finish(self) -> LayerStats:
+        scale = 1.0 / self.count
+        return LayerStats(self.count, *(None if t is None else t * scale
+                                        for t in (self.input_moment, self.output_mean, self.output_moment)))
+
+
+def _accumulate(total: torch.Tensor | None, batch: torch.Tensor) -> torch.Tensor:
+    return batch.double() if total is None else total + batch.double()
+
+
+def run_batches(model: nn.Module, batches: Iterable, description: str = "calibrating") -> int:
+    """Forward every batch (a dict of model inputs, or a tensor) without gradients; returns the count."""
+    count = 0
+    with torch.no_grad():
+        for batch in tqdm(batches, desc=description, leave=False):
+            model(**batch) if isinstance(batch, dict) else model(batch)
+            count += 1
+    return count
+
+
+def collect_stats(model: nn.Module, paths: Iterable[str], batches: Iterable, *, inputs: bool = True,
+                  outputs: bool = False) -> dict[str, LayerStats]:
+    """{path: LayerStats} of the layers at `paths` over `batches` (dicts of model inputs, or tensors)."""
+    stats = {path: LayerStats() for path in paths}
+    hooks = [model.get_submodule(path).register_forward_hook(
+        lambda module, args, output, s=stats[path]: s.add(args[0], output, inputs, outputs))
+        for path in stats]
+    try:
+        if not run_batches(model, batches):
+            raise ConfigError("the calibration data holds no batch; give at least one sequence.")
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {path: s.finish() for path, s in stats.items()}

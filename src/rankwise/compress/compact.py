@@ -1,0 +1,104 @@
+"""Compact stand-ins for nn.Linear that store their weight as integers, bits or kept values, so the
+byte savings hold in memory and on disk. Each rebuilds its dense Ŵ per forward (no cached float copy)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..linalg import binarize, pack_bits, rtn_dequantize, rtn_quantize, unpack_bits
+from ..surgery import CompressedLinear
+
+
+class _Compact(CompressedLinear):
+    def __init__(self, layer: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = layer.in_features, layer.out_features
+        self.dtype = layer.weight.dtype
+        self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.dense_weight().to(x.dtype), self.bias)
+
+    def _bits(self, bits: int) -> torch.Tensor:
+        """An empty buffer for `bits` per weight, packed."""
+        return torch.zeros(math.ceil(self.out_features * self.in_features * bits / 8), dtype=torch.uint8)
+
+    def _unpack(self, packed: torch.Tensor, bits: int) -> torch.Tensor:
+        count = self.out_features * self.in_features
+        return unpack_bits(packed, bits, count).reshape(self.out_features, self.in_features)
+
+
+class QuantizedLinear(_Compact):
+    """Group-wise RTN: `bits`-bit codes packed densely, a float16 scale and an integer zero per group."""
+
+    def __init__(self, layer: nn.Linear, bits: int, group_size: int):
+        super().__init__(layer)
+        self.bits, self.group_size = bits, group_size
+        groups = (self.out_features, self.in_features // group_size)
+        self.register_buffer("codes", self._bits(bits))
+        self.register_buffer("scales", torch.zeros(groups, dtype=torch.float16))
+        self.register_buffer("zeros", torch.zeros(groups, dtype=torch.uint8))
+
+    @torch.no_grad()
+    def quantize(self, weight: torch.Tensor) -> QuantizedLinear:
+        codes, scales, zeros = rtn_quantize(weight, self.bits, self.group_size)
+        self.codes.copy_(pack_bits(codes, self.bits))
+        # Stored scales are rounded to float16; re-deriving codes would not change, as they are integers.
+        self.scales.copy_(scales.half())
+        self.zeros.copy_(zeros.to(torch.uint8))
+        return self
+
+    def dense_weight(self) -> torch.Tensor:
+        codes = self._unpack(self.codes, self.bits)
+        return rtn_dequantize(codes, self.scales.float(), self.zeros.float()).to(self.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, " \
+               f"group_size={self.group_size}"
+
+
+class BinaryLinear(_Compact):
+    """Ŵ = α_row · sign(W): one bit per weight and one float scale per output row (BWN)."""
+
+    def __init__(self, layer: nn.Linear):
+        super().__init__(layer)
+        self.register_buffer("signs", self._bits(1))
+        self.register_buffer("alpha", torch.zeros(self.out_features, dtype=self.dtype))
+
+    @torch.no_grad()
+    def binarize(self, weight: torch.Tensor) -> BinaryLinear:
+        signs, alpha = binarize(weight)
+        self.signs.copy_(pack_bits(signs, 1))
+        self.alpha.copy_(alpha)
+        return self
+
+    def dense_weight(self) -> torch.Tensor:
+        signs = self._unpack(self.signs, 1).to(self.dtype) * 2 - 1
+        return self.alpha[:, None] * signs
+
+
+class PrunedLinear(_Compact):
+    """A pruned weight as a packed keep-mask (1 bit per weight) and the kept values in row-major order."""
+
+    def __init__(self, layer: nn.Linear, kept: int):
+        super().__init__(layer)
+        self.register_buffer("mask", self._bits(1))
+        self.register_buffer("values", torch.zeros(kept, dtype=self.dtype))
+
+    @torch.no_grad()
+    def prune(self, weight: torch.Tensor, keep: torch.Tensor) -> PrunedLinear:
+        self.mask.copy_(pack_bits(keep, 1))
+        self.values.copy_(weight.detach()[keep])
+        return self
+
+    def dense_weight(self) -> torch.Tensor:
+        keep = self._unpack(self.mask, 1).bool()
+        return torch.zeros(keep.shape, dtype=self.values.dtype).masked_scatter(keep, self.values)
+
+    def extra_repr(self) -> str:
+        density = self.values.numel() / (self.in_features * self.out_features)
+        return f"in_features={self.in_features}, out_features={self.out_features}, density={density:.3f}"
