@@ -10,10 +10,10 @@ import argparse
 import sys
 
 from ..errors import RankwiseError
-from . import analyze, finetune, generate, methods
+from . import analyze, compress, finetune, generate, methods
 from . import eval as eval_cmd
 
-COMMANDS = [finetune, eval_cmd, generate, methods, analyze]
+COMMANDS = [finetune, eval_cmd, generate, methods, analyze, compress]
 
 
 class Parser(argparse.ArgumentParser):

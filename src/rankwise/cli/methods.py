@@ -1,5 +1,5 @@
-"""`rankwise methods`: every registered adapter method, its paper, what trains, whether it merges, and
-its config fields with their defaults."""
+"""`rankwise methods`: every registered adapter method (its paper, what trains, whether it merges, its
+config fields with their defaults), then every compression method (its paper and config fields)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import textwrap
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser("methods", help="list the adapter methods",
+    parser = sub.add_parser("methods", help="list the adapter and compression methods",
                             description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
+    parser.add_argument("--compress", action="store_true", help="with --json: list the compression methods")
     parser.set_defaults(run=run)
 
 
@@ -23,10 +24,25 @@ def describe_methods() -> list[dict]:
             for n, c in ((name, ADAPTERS.get(name)) for name in ADAPTERS.names())]
 
 
+def describe_compressors() -> list[dict]:
+    from ..compress import COMPRESSORS
+
+    return [{"name": n, "paper": c.paper, "url": c.url, "calibration": c.calibration,
+             "fields": _defaults(c.config_class)}
+            for n, c in ((name, COMPRESSORS.get(name)) for name in COMPRESSORS.names())]
+
+
+def _defaults(config_class) -> dict:
+    import dataclasses
+
+    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(config_class)}
+
+
 def run(args: argparse.Namespace, extra: list[str]) -> int:
-    rows = describe_methods()
+    rows, compressors = describe_methods(), describe_compressors()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows, indent=2) if not args.compress else json.dumps(compressors, indent=2))
         return 0
     width = max(len(r["name"]) for r in rows)
     for r in rows:
@@ -35,6 +51,15 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         print(textwrap.fill(f"trains: {r['trains']}", 100, initial_indent=indent,
                             subsequent_indent=indent + "  "))
         print(f"{indent}mergeable: {'yes' if r['mergeable'] else 'no'}   {r['url']}")
+        fields = ", ".join(f"{k}={json.dumps(v)}" for k, v in r["fields"].items())
+        print(textwrap.fill(f"fields: {fields}", 100, initial_indent=indent, subsequent_indent=indent + "  "))
+    print("\ncompression methods (rankwise compress):")
+    width = max(len(r["name"]) for r in compressors)
+    for r in compressors:
+        indent = " " * (width + 2)
+        print(f"{r['name']:<{width}}  {r['paper']}")
+        reads = f"reads calibration {r['calibration']}   " if r["calibration"] else ""
+        print(f"{indent}{reads}{r['url']}")
         fields = ", ".join(f"{k}={json.dumps(v)}" for k, v in r["fields"].items())
         print(textwrap.fill(f"fields: {fields}", 100, initial_indent=indent, subsequent_indent=indent + "  "))
     return 0

@@ -11,7 +11,7 @@ import pkgutil
 from .api import compress, installed
 from .base import COMPRESSORS, CompressConfig, Compressor, LowRankLinear, register
 
-_INFRASTRUCTURE = {"api", "base"}
+_INFRASTRUCTURE = {"api", "base", "calibration", "compact", "report"}
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _INFRASTRUCTURE and not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")

@@ -3,6 +3,7 @@ entry through which rankwise.io saves and loads compressed models."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -43,6 +44,10 @@ def compress(model: nn.Module, method: str = "svd", *, name: str = "default",
         layer = model.get_submodule(path)
         if type(layer) is not nn.Linear:
             raise TargetError(f"{path} is a {type(layer).__name__}; {method} compresses nn.Linear layers.")
+    plan = cls.plan_ranks(model, config, plan)
+    if not plan:  # nothing worth compressing (e.g. WeLore at tau=0): no record, which could not be saved
+        warnings.warn(f"{method} kept every targeted layer as it is; the model is unchanged.", stacklevel=2)
+        return model
     stats = _calibrate(model, cls, plan, calibration)
     built, corrections = {}, {}
     for path, layer_config in tqdm(plan.items(), desc=f"compressing ({method})", leave=False):
@@ -57,7 +62,15 @@ def compress(model: nn.Module, method: str = "svd", *, name: str = "default",
     if corrections and method in adapter_names(model):
         raise ConfigError(f"the model already has an adapter named {method!r}, where {method}'s "
                           "compensation goes; unload it first.")
+    originals = {path: model.get_submodule(path) for path in built}
     _install(model, name, method, config, plan, built)
+    try:
+        cls.after_install(model, config, originals, calibration)
+    except BaseException:  # a failed whole-model step (or ^C) leaves the model as it was
+        for path, layer in originals.items():
+            replace_module(model, path, layer)
+        getattr(model, _RECORD).pop(name)
+        raise
     if corrections:
         _install_compensation(model, method, corrections)
     return model

@@ -2,9 +2,11 @@
 
 A compressor turns one layer into a smaller module, through the same plan as every family:
     plan = rankwise.surgery.make_plan(model, config)          # {path: that layer's config}
+    plan = Compressor.plan_ranks(model, config, plan)         # whole-model choices (WeLore's ranks)
     module = Compressor.build(layer, layer_config, stats)     # the factory (reads the layer's weight)
     empty  = Compressor.shape(layer, layer_config)            # the same structure, uninitialised (loading)
     B, A   = Compressor.compensation(layer, module, layer_config, stats)   # or None
+    Compressor.after_install(model, config, originals, calibration)   # whole-model step (PELA's distillation)
 `stats` are the layer's calibration statistics (compress.calibration.LayerStats) when the method sets
 `calibration` to "inputs" or "outputs", else None. A compensation (EoRA, SVD) is a rank-r correction
 Ŵ + B A of the compressed layer; compress() installs it as a LoRA adapter, so it can be fine-tuned
@@ -16,6 +18,7 @@ rankwise.models.load rebuilds them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -64,6 +67,14 @@ class Compressor:
     calibration: ClassVar[str | None] = None  # "inputs" or "outputs": the statistics build() needs
 
     @classmethod
+    def plan_ranks(cls, model: nn.Module, config: CompressConfig,
+                   plan: dict[str, CompressConfig]) -> dict[str, CompressConfig]:
+        """Whole-model decisions taken before any layer is built (WeLore's global threshold): returns the
+        plan to build, whose per-layer configs are saved, so loading needs no whole-model step. Layers
+        it leaves out stay as they are."""
+        return plan
+
+    @classmethod
     def shape(cls, layer: nn.Linear, config: CompressConfig) -> nn.Module:
         raise NotImplementedError
 
@@ -76,6 +87,13 @@ class Compressor:
                      stats: LayerStats | None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(B (out, r), A (r, in)) correcting the compressed layer to Ŵ + B A, or None (no correction)."""
         return None
+
+    @classmethod
+    def after_install(cls, model: nn.Module, config: CompressConfig, originals: dict[str, nn.Linear],
+                      calibration: Iterable | None) -> None:
+        """A whole-model step once every planned layer is replaced (PELA distils the compressed model
+        against `originals`, the layers it replaced, as teacher). If it raises, compress() puts the
+        original layers back. Not run when a saved model loads: what it trains is in the saved tensors."""
 
 
 COMPRESSORS: Registry[type[Compressor]] = Registry("compression method")

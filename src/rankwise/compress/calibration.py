@@ -3,6 +3,7 @@ about the data, gathered in one pass of the calibration batches through the unch
 
 For a linear layer y = W x + b seen on N tokens:
     input_moment  = (1/N) Σ x xᵀ   (in, in)     EoRA's C, SVD-LLM's whitening matrix
+    input_abs_mean = (1/N) Σ |x|   (in,)        ASVD's per-channel activation scale
     output_mean   = (1/N) Σ y      (out,)       AFM's μ
     output_moment = (1/N) Σ y yᵀ   (out, out)   AFM's covariance is output_moment − μ μᵀ
 Sums are taken per batch in float32 and accumulated in float64 (as EoRA's code does), so many batches
@@ -28,21 +29,18 @@ class LayerStats:
     input_moment: torch.Tensor | None = None
     output_mean: torch.Tensor | None = None
     output_moment: torch.Tensor | None = None
+    input_abs_mean: torch.Tensor | None = None
 
-    def add(self, x: torch.Tensor, y: torch.Tensor, inputs: bool, outputs: bool) -> None:
-        x = x.detach().reshape(-1, x.shape[-1]).float()
-        y = y.detach().reshape(-1, y.shape[-1]).float()
-        if inputs:
-            self.input_moment = _accumulate(self.input_moment, x.T @ x)
-        if outputs:
-            self.output_mean = _accumulate(self.output_mean, y.sum(0))
-            self.output_moment = _accumulate(self.output_moment, y.T @ y)
-        self.count += x.shape[0]
+    def add(self, terms: dict[str, torch.Tensor], count: int) -> None:
+        for key, value in terms.items():
+            setattr(self, key, _accumulate(getattr(self, key), value))
+        self.count += count
 
     def finish(self) -> LayerStats:
         scale = 1.0 / self.count
         return LayerStats(self.count, *(None if t is None else t * scale
-                                        for t in (self.input_moment, self.output_mean, self.output_moment)))
+                                        for t in (self.input_moment, self.output_mean, self.output_moment,
+                                                  self.input_abs_mean)))
 
 
 def _accumulate(total: torch.Tensor | None, batch: torch.Tensor) -> torch.Tensor:
@@ -59,13 +57,33 @@ def run_batches(model: nn.Module, batches: Iterable, description: str = "calibra
     return count
 
 
+def batch_terms(x: torch.Tensor, y: torch.Tensor, inputs: bool, outputs: bool) -> dict[str, torch.Tensor]:
+    """One batch's sums of the statistics LayerStats keeps (divided by the token count in finish())."""
+    x = x.detach().reshape(-1, x.shape[-1]).float()
+    y = y.detach().reshape(-1, y.shape[-1]).float()
+    terms = {}
+    if inputs:
+        terms.update(input_moment=x.T @ x, input_abs_mean=x.abs().sum(0))
+    if outputs:
+        terms.update(output_mean=y.sum(0), output_moment=y.T @ y)
+    return terms
+
+
 def collect_stats(model: nn.Module, paths: Iterable[str], batches: Iterable, *, inputs: bool = True,
                   outputs: bool = False) -> dict[str, LayerStats]:
     """{path: LayerStats} of the layers at `paths` over `batches` (dicts of model inputs, or tensors)."""
     stats = {path: LayerStats() for path in paths}
+    # q, k and v (gate and up) are called one after another on the same input tensor: its input terms
+    # are computed once. Holding the tensor keeps its identity from being reused by another one.
+    last: dict = {"input": None, "terms": {}}
+
+    def record(layer_stats: LayerStats, x: torch.Tensor, y: torch.Tensor) -> None:
+        if outputs or x is not last["input"]:
+            last.update(input=x, terms=batch_terms(x, y, inputs, outputs))
+        layer_stats.add(last["terms"], x.numel() // x.shape[-1])
+
     hooks = [model.get_submodule(path).register_forward_hook(
-        lambda module, args, output, s=stats[path]: s.add(args[0], output, inputs, outputs))
-        for path in stats]
+        lambda module, args, output, s=stats[path]: record(s, args[0], output)) for path in stats]
     try:
         if not run_batches(model, batches):
             raise ConfigError("the calibration data holds no batch; give at least one sequence.")

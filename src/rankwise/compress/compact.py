@@ -23,6 +23,9 @@ class _Compact(CompressedLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.dense_weight().to(x.dtype), self.bias)
 
+    def stored_values(self) -> int:  # one per weight (a code or a sign), plus the bias
+        return self.out_features * self.in_features + (0 if self.bias is None else self.bias.numel())
+
     def _bits(self, bits: int) -> torch.Tensor:
         """An empty buffer for `bits` per weight, packed."""
         return torch.zeros(math.ceil(self.out_features * self.in_features * bits / 8), dtype=torch.uint8)
@@ -95,9 +98,12 @@ class PrunedLinear(_Compact):
         self.values.copy_(weight.detach()[keep])
         return self
 
+    def stored_values(self) -> int:  # the kept weights, plus the bias
+        return self.values.numel() + (0 if self.bias is None else self.bias.numel())
+
     def dense_weight(self) -> torch.Tensor:
         keep = self._unpack(self.mask, 1).bool()
-        return torch.zeros(keep.shape, dtype=self.values.dtype).masked_scatter(keep, self.values)
+        return self.values.new_zeros(keep.shape).masked_scatter(keep.to(self.values.device), self.values)
 
     def extra_repr(self) -> str:
         density = self.values.numel() / (self.in_features * self.out_features)

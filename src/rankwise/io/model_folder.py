@@ -65,8 +65,10 @@ def base_state(model: nn.Module, replaced: list[str]) -> dict:
     return state
 
 
-def save_model(model: nn.Module, directory: str | os.PathLike, tokenizer=None) -> Path:
-    """Save a transformers `model` with every family's changes (and `tokenizer`) into `directory`."""
+def save_model(model: nn.Module, directory: str | os.PathLike, tokenizer=None,
+               extra_json: dict[str, Any] | None = None) -> Path:
+    """Save a transformers `model` with every family's changes (and `tokenizer`) into `directory`.
+    `extra_json` ({file name: data}) adds JSON files such as a report, written in the same atomic step."""
     directory = Path(directory)
     if not hasattr(model, "config") or not hasattr(model.config, "save_pretrained"):
         raise ConfigError("save_model needs a transformers model (it writes its config.json); for other "
@@ -95,6 +97,8 @@ def save_model(model: nn.Module, directory: str | os.PathLike, tokenizer=None) -
             "records": [record for record, _ in records],
             "sha256": {file: sha256_file(tmp / file) for file in (BASE_WEIGHTS, FAMILY_WEIGHTS)},
         })
+        for file, data in (extra_json or {}).items():
+            write_json(tmp / file, data)
     return directory
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as transformers_logging
 
 from ..errors import ConfigError
 from ..io.model_folder import is_model_folder, load_model
@@ -44,7 +45,7 @@ def load(name_or_path: str, dtype: torch.dtype = torch.float32, *, seed: int = 0
     if path is None:
         pass  # the OS refuses the name itself: unknown model, below
     elif path.is_dir() and is_model_folder(path):  # a model saved with rankwise.io.save_model
-        model = load_model(path, lambda folder: _load_folder(folder, dtype, tokenizer=False)[0])
+        model = load_model(path, lambda folder: _load_folder(folder, dtype, tokenizer=False, quiet=True)[0])
         has_tokenizer = (path / "tokenizer_config.json").is_file()
         return model.eval(), _tokenizer_of(path) if has_tokenizer else None
     elif path.is_file() and path.suffix == ".gguf":
@@ -101,7 +102,7 @@ def _is_causal_lm(folder: Path) -> bool:
     return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
 
 
-def _load_folder(folder: Path, dtype: torch.dtype, tokenizer: bool = True):
+def _load_folder(folder: Path, dtype: torch.dtype, tokenizer: bool = True, quiet: bool = False):
     if not any(folder.glob("*.safetensors")):
         pickled = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt*"))
         raise ConfigError(
@@ -110,5 +111,11 @@ def _load_folder(folder: Path, dtype: torch.dtype, tokenizer: bool = True):
             "rankwise never unpickles. Convert it once where you trust the file: "
             "AutoModel.from_pretrained(folder).save_pretrained(folder, safe_serialization=True).")
     auto = AutoModelForCausalLM if _is_causal_lm(folder) else AutoModel
-    model = auto.from_pretrained(folder, dtype=dtype, local_files_only=True, use_safetensors=True)
+    verbosity = transformers_logging.get_verbosity()
+    if quiet:  # a model folder leaves out the layers a family replaced, by design: no "MISSING" report
+        transformers_logging.set_verbosity_error()
+    try:
+        model = auto.from_pretrained(folder, dtype=dtype, local_files_only=True, use_safetensors=True)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
     return model.eval(), _tokenizer_of(folder) if tokenizer else None

@@ -33,6 +33,10 @@ class CompressedLinear(nn.Module):
         """Bytes of what this layer stores (its parameters and buffers), for size reports."""
         return sum(t.numel() * t.element_size() for t in (*self.parameters(), *self.buffers()))
 
+    def stored_values(self) -> int:
+        """How many numbers this layer stores, a packed code or kept weight counting as one."""
+        return sum(t.numel() for t in self.parameters())
+
 
 def is_linear(module: nn.Module) -> bool:
     """An nn.Linear itself, or a compressed stand-in for one."""

@@ -1,4 +1,5 @@
-"""Exact-match accuracy of greedy generations: the metric the bundled tasks and `make demo` report.
+"""Exact-match accuracy of greedy generations (the metric the bundled tasks and `make demo` report), and
+held-out perplexity (what `rankwise compress` reports).
 
 Normalisation: a prediction and its reference answer are compared after stripping leading and
 trailing whitespace (str.strip), nothing more: case, inner spaces and punctuation all count, because
@@ -7,7 +8,10 @@ the bundled tasks are about producing an exact format.
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data import format_prompt
@@ -69,3 +73,17 @@ def exact_match(model, tokenizer, examples: list[dict], max_new_tokens: int = 16
     )
     hits = sum(normalize_answer(p) == normalize_answer(e["answer"]) for p, e in zip(predictions, examples))
     return {"exact_match": hits / len(examples), "predictions": predictions}
+
+
+@torch.no_grad()
+def perplexity(model, blocks: torch.Tensor, batch_size: int = 4, progress: bool = True) -> float:
+    """exp(mean next-token negative log-likelihood) over every position of the (n, length) token `blocks`
+    (the first token of each block is only context)."""
+    total, count = 0.0, 0
+    for start in tqdm(range(0, len(blocks), batch_size), desc="perplexity", leave=False, disable=not progress):
+        ids = blocks[start: start + batch_size].to(next(model.parameters()).device)
+        logits = model(input_ids=ids).logits[:, :-1].float()
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                                 reduction="sum").item()
+        count += ids[:, 1:].numel()
+    return math.exp(total / count)
