@@ -59,6 +59,15 @@ def _cases(tmp_path):
         ["analyze", "tiny-llama", "--out", f"{a_file}/report"],
         ["analyze", "minilm-l6", "--gradients", str(data)],
         ["analyze", "tiny-llama", "--k", "x"],
+        ["compress", "tiny-llama", "--method", "nope"],
+        ["compress", "tiny-llama", "--method", "svd", "--ratio", "1.5"],
+        ["compress", "tiny-llama", "--method", "eora", "--bits", "5", "--rank", "4"],
+        ["compress", "tiny-llama", "--method", "svd", "--rank", "4", "--bits", "3"],
+        ["compress", "tiny-llama", "--method", "svd", "--rank", "4", "--set", "svd_iters"],
+        ["compress", "tiny-llama", "--method", "svd", "--rank", "4", "--seq-len", "0"],
+        ["compress", "tiny-llama", "--method", "svd", "--rank", "4", "--calib", str(tmp_path / "none.txt")],
+        ["compress", "tiny-llama", "--method", "svd", "--rank", "4", "--out", str(a_file)],
+        ["compress", str(tmp_path), "--method", "svd", "--rank", "4"],
     ]
 
 

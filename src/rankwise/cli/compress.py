@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -97,14 +96,12 @@ def _check_counts(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     from ..compress import COMPRESSORS
 
-    if args.no_progress:
-        os.environ["TQDM_DISABLE"] = "1"
     cls = COMPRESSORS.get(args.method)
     config = cls.config_class.create(args.method, **_fields(args))  # bad settings fail before any load
     _check_counts(args)
     if args.out:
         _check_out(args)
-    if getattr(cls, "takes_adapter", False):
+    if cls.takes_adapter:
         return _squeeze(args, config)
     from ..data.text import read_text_file
 
@@ -147,7 +144,7 @@ def compress_and_report(args: argparse.Namespace, config, calib_text: str | None
     blocks = token_blocks(tokenizer, calib_text if calib_text is not None else corpus_text("calibration"),
                           args.seq_len, args.calib_samples, source)
     batches = [{"input_ids": blocks[i: i + 4]} for i in range(0, len(blocks), 4)]
-    compress(model, args.method, config=config, calibration=batches)
+    compress(model, args.method, config=config, calibration=batches, progress=not args.no_progress)
     compress_seconds = time.perf_counter() - calibrated
     after = {} if evaluation is None else quality(model, tokenizer, evaluation, args, reference=before)
     size_after = model_size(model)

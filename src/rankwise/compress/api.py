@@ -25,7 +25,7 @@ _RECORD = "_rankwise_compress"  # {name: (method, config, [paths])} on the model
 
 def compress(model: nn.Module, method: str = "svd", *, name: str = "default",
              config: CompressConfig | None = None, calibration: Iterable | None = None,
-             **fields: Any) -> nn.Module:
+             progress: bool = True, **fields: Any) -> nn.Module:
     """Compress the layers `method`'s config selects, in place; returns the model.
 
     `fields` are the method's config fields (e.g. rank=64 or ratio=0.5, targets, rank_pattern).
@@ -48,9 +48,10 @@ def compress(model: nn.Module, method: str = "svd", *, name: str = "default",
     if not plan:  # nothing worth compressing (e.g. WeLore at tau=0): no record, which could not be saved
         warnings.warn(f"{method} kept every targeted layer as it is; the model is unchanged.", stacklevel=2)
         return model
-    stats = _calibrate(model, cls, plan, calibration)
+    stats = _calibrate(model, cls, plan, calibration, progress)
     built, corrections = {}, {}
-    for path, layer_config in tqdm(plan.items(), desc=f"compressing ({method})", leave=False):
+    for path, layer_config in tqdm(plan.items(), desc=f"compressing ({method})", leave=False,
+                                   disable=not progress):
         layer = model.get_submodule(path)
         try:
             built[path] = cls.build(layer, layer_config, stats.get(path))
@@ -76,14 +77,14 @@ def compress(model: nn.Module, method: str = "svd", *, name: str = "default",
     return model
 
 
-def _calibrate(model, cls, plan, calibration) -> dict:
+def _calibrate(model, cls, plan, calibration, progress) -> dict:
     if cls.calibration is None:
         return {}
     if calibration is None:
         raise ConfigError(f"{cls.name} reads activations: pass calibration= (batches of model inputs); "
                           "the CLI uses --calib FILE or the bundled corpus.")
     return collect_stats(model, plan, calibration, inputs=cls.calibration == "inputs",
-                         outputs=cls.calibration == "outputs")
+                         outputs=cls.calibration == "outputs", progress=progress)
 
 
 def _install_compensation(model, method: str, corrections: dict) -> None:

@@ -65,6 +65,7 @@ class Compressor:
     paper: ClassVar[str] = ""
     url: ClassVar[str] = ""
     calibration: ClassVar[str | None] = None  # "inputs" or "outputs": the statistics build() needs
+    takes_adapter: ClassVar[bool] = False  # compresses an adapter folder, not a model (lora-squeeze)
 
     @classmethod
     def plan_ranks(cls, model: nn.Module, config: CompressConfig,

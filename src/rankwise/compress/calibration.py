@@ -13,6 +13,7 @@ code instead re-runs each block after compensating the one before it (see compre
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -47,12 +48,19 @@ def _accumulate(total: torch.Tensor | None, batch: torch.Tensor) -> torch.Tensor
     return batch.double() if total is None else total + batch.double()
 
 
-def run_batches(model: nn.Module, batches: Iterable, description: str = "calibrating") -> int:
-    """Forward every batch (a dict of model inputs, or a tensor) without gradients; returns the count."""
+class _Measured(Exception):
+    """Raised by a hook to end a calibration forward early."""
+
+
+def run_batches(model: nn.Module, batches: Iterable, description: str = "calibrating",
+                progress: bool = True) -> int:
+    """Forward every batch (a dict of model inputs, or a tensor) without gradients; returns the count.
+    A hook may raise _Measured to end a batch's forward once it has what it needs."""
     count = 0
     with torch.no_grad():
-        for batch in tqdm(batches, desc=description, leave=False):
-            model(**batch) if isinstance(batch, dict) else model(batch)
+        for batch in tqdm(batches, desc=description, leave=False, disable=not progress):
+            with contextlib.suppress(_Measured):
+                model(**batch) if isinstance(batch, dict) else model(batch)
             count += 1
     return count
 
@@ -70,22 +78,25 @@ def batch_terms(x: torch.Tensor, y: torch.Tensor, inputs: bool, outputs: bool) -
 
 
 def collect_stats(model: nn.Module, paths: Iterable[str], batches: Iterable, *, inputs: bool = True,
-                  outputs: bool = False) -> dict[str, LayerStats]:
+                  outputs: bool = False, progress: bool = True) -> dict[str, LayerStats]:
     """{path: LayerStats} of the layers at `paths` over `batches` (dicts of model inputs, or tensors)."""
     stats = {path: LayerStats() for path in paths}
     # q, k and v (gate and up) are called one after another on the same input tensor: its input terms
     # are computed once. Holding the tensor keeps its identity from being reused by another one.
-    last: dict = {"input": None, "terms": {}}
+    last: dict = {"input": None, "terms": {}, "calls": 0}
 
     def record(layer_stats: LayerStats, x: torch.Tensor, y: torch.Tensor) -> None:
         if outputs or x is not last["input"]:
             last.update(input=x, terms=batch_terms(x, y, inputs, outputs))
         layer_stats.add(last["terms"], x.numel() // x.shape[-1])
+        last["calls"] += 1
+        if last["calls"] % len(stats) == 0:
+            raise _Measured  # every layer has seen this batch: the rest of the forward (the head) is waste
 
     hooks = [model.get_submodule(path).register_forward_hook(
         lambda module, args, output, s=stats[path]: record(s, args[0], output)) for path in stats]
     try:
-        if not run_batches(model, batches):
+        if not run_batches(model, batches, progress=progress):
             raise ConfigError("the calibration data holds no batch; give at least one sequence.")
     finally:
         for hook in hooks:
