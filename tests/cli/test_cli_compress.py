@@ -2,6 +2,7 @@
 without leaving output behind."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -10,7 +11,8 @@ from rankwise.cli.main import main
 from rankwise.compress.compact import QuantizedLinear
 from rankwise.models import load
 
-SMALL = ["--calib-samples", "2", "--seq-len", "16", "--eval-samples", "2", "--eval-limit", "2", "--no-progress"]
+SMALL = ["--calib-samples", "2", "--seq-len", "16", "--eval-samples", "2", "--eval-limit", "2",
+         "--no-progress"]
 
 
 def test_compress_reports_and_round_trips(tmp_path, capsys, cache):
@@ -20,7 +22,7 @@ def test_compress_reports_and_round_trips(tmp_path, capsys, cache):
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["bytes"]["after"] < report["bytes"]["before"]
-    assert set(report["perplexity"]) == {"before", "after"} and set(report["exact_match"]) == {"before", "after"}
+    assert set(report["perplexity"]) == set(report["exact_match"]) == {"before", "after"}
     assert report["calibration"] == {"source": "the bundled corpus' calibration split", "sequences": 2,
                                      "length": 16}
     assert json.loads((out / "compress_report.json").read_text())["method"] == "eora"
@@ -52,21 +54,22 @@ def test_a_calibration_file_and_an_encoder(tmp_path, capsys, cache):
 def test_bad_inputs_leave_no_output(tmp_path, capsys, cache, argv, message):
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "bad.jsonl").write_text("{nope\n")
-    argv = [{"EMPTY": str(tmp_path / "empty.txt"), "BAD": str(tmp_path / "bad.jsonl")}.get(a, a) for a in argv]
+    files = {"EMPTY": str(tmp_path / "empty.txt"), "BAD": str(tmp_path / "bad.jsonl")}
+    argv = [files.get(a, a) for a in argv]
     out = tmp_path / "out"
     assert main(["compress", "tiny-llama", *argv, "--out", str(out), *SMALL]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and __import__("re").search(message, err), err
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
     assert not out.exists()
 
 
 def test_an_output_folder_holding_a_model_needs_overwrite(tmp_path, capsys, cache):
     out = tmp_path / "m"
-    argv = ["compress", "tiny-llama", "--method", "rtn", "--bits", "4", "--group-size", "16", "--out", str(out),
-            "--no-eval", *SMALL]
+    argv = ["compress", "tiny-llama", "--method", "rtn", "--bits", "4", "--group-size", "16",
+            "--out", str(out), "--no-eval", *SMALL]
     assert main(argv) == 0
     before = (out / "rankwise.safetensors").read_bytes()
-    assert main([*argv[:5], "8", *argv[6:]]) == 2
+    assert main([*argv[:5], "8", *argv[6:]]) == 2  # --bits 8 into the same folder
     assert "already holds files" in capsys.readouterr().err
     assert (out / "rankwise.safetensors").read_bytes() == before  # untouched
     assert main([*argv[:5], "8", *argv[6:], "--overwrite"]) == 0

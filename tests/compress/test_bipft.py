@@ -16,7 +16,8 @@ def test_the_residual_estimator_lowers_the_binarized_error():
     with torch.no_grad():
         reference = make_tiny_llama()(ids).logits
     model = rankwise.compress(make_tiny_llama(), "bipft", rank=2, calibration=batches)
-    assert isinstance(model.model.layers[0].mlp.up_proj.base, BinaryLinear) and adapter_names(model) == ["bipft"]
+    assert isinstance(model.model.layers[0].mlp.up_proj.base, BinaryLinear)
+    assert adapter_names(model) == ["bipft"]
     with torch.no_grad():
         estimated = (model(ids).logits - reference).square().mean()
         rankwise.disable(model)  # plain sign binarization

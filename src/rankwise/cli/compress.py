@@ -23,7 +23,7 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser("compress", help="compress a model with low-rank factors, quantization or pruning",
+    parser = sub.add_parser("compress", help="compress a model: low-rank factors, quantization, pruning",
                             description=__doc__.split(":", 1)[1].strip(), epilog=EXAMPLES,
                             formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("model", metavar="MODEL",
@@ -90,7 +90,8 @@ def _check_out(args: argparse.Namespace) -> None:
 def _check_counts(args: argparse.Namespace) -> None:
     for option in ("calib_samples", "seq_len", "eval_samples", "eval_limit"):
         if getattr(args, option) < 1:
-            raise ConfigError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}.")
+            flag = "--" + option.replace("_", "-")
+            raise ConfigError(f"{flag} must be at least 1, got {getattr(args, option)}.")
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
@@ -172,7 +173,8 @@ def format_report(report: dict) -> str:
         lines.append(f"  {key + ':':<16}{r['before']:>14,} -> {r['after']:>14,}  ({r['ratio']:.3f}x)")
     for key, value in report.items():
         if isinstance(value, dict) and set(value) == {"before", "after"}:
-            lines.append(f"  {key.replace('_', ' ') + ':':<16}{value['before']:>14.4f} -> {value['after']:>14.4f}")
+            label = key.replace("_", " ") + ":"
+            lines.append(f"  {label:<16}{value['before']:>14.4f} -> {value['after']:>14.4f}")
     seconds = report["seconds"]
     lines.append(f"  time:           {seconds['compression']} s compressing, {seconds['total']} s in all")
     if "out" in report:

@@ -12,10 +12,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._registry import FAMILIES, Family
-from ..errors import AdapterFileError, ConfigError, TargetError
-from ..io.readers import check_state
 from ..adapters import adapt, adapter_names
 from ..adapters.lora import LoraConfig
+from ..errors import AdapterFileError, ConfigError, TargetError
+from ..io.readers import check_state
 from ..surgery import Wrapper, make_plan, replace_module
 from .base import COMPRESSORS, CompressConfig
 from .calibration import collect_stats

@@ -31,7 +31,8 @@ class BitsField(CompressConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.bits is not None and (type(self.bits) is not int or self.bits not in SUPPORTED_BITS):
-            raise ConfigError(f"bits must be one of {', '.join(map(str, SUPPORTED_BITS))}, got {self.bits!r}.")
+            allowed = ", ".join(map(str, SUPPORTED_BITS))
+            raise ConfigError(f"bits must be one of {allowed}, got {self.bits!r}.")
         if type(self.group_size) is not int or self.group_size < 1:
             raise ConfigError(f"group_size must be a positive integer, got {self.group_size!r}.")
 

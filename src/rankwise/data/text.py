@@ -26,7 +26,8 @@ def corpus_text(split: str) -> str:
     if split not in SPLITS:
         raise DataError(f"unknown corpus split {split!r}; use one of {', '.join(SPLITS)}.")
     held_out = split == "evaluation"
-    return "\n\n".join(topics[key] for index, key in enumerate(sorted(topics)) if (index % 3 == 2) == held_out)
+    chosen = [key for index, key in enumerate(sorted(topics)) if (index % 3 == 2) == held_out]
+    return "\n\n".join(topics[key] for key in chosen)
 
 
 def read_text_file(path: str | os.PathLike) -> str:

@@ -1,9 +1,19 @@
 """Pure tensor math shared by every family; no nn.Module here."""
 
 from .compensation import eigen_compensation, svd_compensation
-from .quantize import (SUPPORTED_BITS, binarize, magnitude_mask, pack_bits, rtn_dequantize, rtn_quantize,
-                       unpack_bits)
+from .quantize import (
+                       SUPPORTED_BITS,
+                       binarize,
+                       magnitude_mask,
+                       pack_bits,
+                       rtn_dequantize,
+                       rtn_quantize,
+                       unpack_bits,
+)
 from .svd import LowRankFactors, randomized_svd, top_svd, truncated_svd
 
-__all__ = ["SUPPORTED_BITS", "LowRankFactors", "binarize", "eigen_compensation", "magnitude_mask", "pack_bits", "randomized_svd",
-           "rtn_dequantize", "rtn_quantize", "svd_compensation", "top_svd", "truncated_svd", "unpack_bits"]
+__all__ = [
+    "SUPPORTED_BITS", "LowRankFactors", "binarize", "eigen_compensation", "magnitude_mask", "pack_bits",
+    "randomized_svd", "rtn_dequantize", "rtn_quantize", "svd_compensation", "top_svd", "truncated_svd",
+    "unpack_bits",
+]

@@ -8,6 +8,6 @@ from .targets import find_targets, linear_names
 from .wrapper import Wrapper, wrappers
 
 __all__ = [
-    "CompressedLinear", "PlanConfig", "Wrapper", "block_index", "find_targets", "get_module", "is_linear", "linear_names", "make_plan",
-    "pattern_value", "replace_module", "target_paths", "wrappers",
+    "CompressedLinear", "PlanConfig", "Wrapper", "block_index", "find_targets", "get_module", "is_linear",
+    "linear_names", "make_plan", "pattern_value", "replace_module", "target_paths", "wrappers",
 ]

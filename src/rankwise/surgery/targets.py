@@ -1,7 +1,8 @@
 """Target selection: which modules of a model a method adapts.
 
 `targets` may be
-- "all-linear": every nn.Linear (or compressed stand-in for one) except the output head (its vocab-sized projection is rarely worth adapting);
+- "all-linear": every nn.Linear (or compressed stand-in for one) except the output head (its vocab-sized
+  projection is rarely worth adapting);
 - "all-blocks": the repeated blocks of the network (the longest nn.ModuleList of same-type modules),
   for block-level methods such as bottleneck adapters;
 - a single string other than that: a regular expression that must match a module's full name;

@@ -80,7 +80,8 @@ def perplexity(model, blocks: torch.Tensor, batch_size: int = 4, progress: bool 
     """exp(mean next-token negative log-likelihood) over every position of the (n, length) token `blocks`
     (the first token of each block is only context)."""
     total, count = 0.0, 0
-    for start in tqdm(range(0, len(blocks), batch_size), desc="perplexity", leave=False, disable=not progress):
+    starts = range(0, len(blocks), batch_size)
+    for start in tqdm(starts, desc="perplexity", leave=False, disable=not progress):
         ids = blocks[start: start + batch_size].to(next(model.parameters()).device)
         logits = model(input_ids=ids).logits[:, :-1].float()
         total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
