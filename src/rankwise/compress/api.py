@@ -18,19 +18,21 @@ from ..errors import AdapterFileError, ConfigError, TargetError
 from ..io.readers import check_state
 from ..surgery import Wrapper, make_plan, replace_module
 from .base import COMPRESSORS, CompressConfig
-from .calibration import collect_stats
+from .calibration import LayerStats, collect_stats
 
 _RECORD = "_rankwise_compress"  # {name: (method, config, [paths])} on the model, for saving
 
 
 def compress(model: nn.Module, method: str = "svd", *, name: str = "default",
              config: CompressConfig | None = None, calibration: Iterable | None = None,
-             progress: bool = True, **fields: Any) -> nn.Module:
+             stats: Mapping[str, LayerStats] | None = None, progress: bool = True,
+             **fields: Any) -> nn.Module:
     """Compress the layers `method`'s config selects, in place; returns the model.
 
     `fields` are the method's config fields (e.g. rank=64 or ratio=0.5, targets, rank_pattern).
     `calibration` is an iterable of batches (dicts of model inputs, or tensors) for the methods that
-    read activations (EoRA, ASVD, AFM, ...). A method with a compensation also installs it as a LoRA
+    read activations (EoRA, ASVD, AFM, ...); or pass `stats`, collect_stats' output for these layers, to
+    reuse one pass over the data across several settings. A method with a compensation also installs it as a LoRA
     adapter named after the method (rankwise.adapter_names). Every layer is built before any is
     replaced, so a bad setting leaves the model as it was.
     """
@@ -48,7 +50,10 @@ def compress(model: nn.Module, method: str = "svd", *, name: str = "default",
     if not plan:  # nothing worth compressing (e.g. WeLore at tau=0): no record, which could not be saved
         warnings.warn(f"{method} kept every targeted layer as it is; the model is unchanged.", stacklevel=2)
         return model
-    stats = _calibrate(model, cls, plan, calibration, progress)
+    if stats is None:
+        stats = _calibrate(model, cls, plan, calibration, progress)
+    elif missing := [path for path in plan if path not in stats]:
+        raise ConfigError(f"the given stats lack {len(missing)} planned layer(s), e.g. {missing[0]}.")
     built, corrections = {}, {}
     for path, layer_config in tqdm(plan.items(), desc=f"compressing ({method})", leave=False,
                                    disable=not progress):
