@@ -31,6 +31,7 @@ import rankwise  # noqa: E402
 from rankwise.compress.calibration import collect_stats  # noqa: E402
 from rankwise.compress.report import model_size  # noqa: E402
 from rankwise.data.text import corpus_text, token_blocks  # noqa: E402
+from rankwise.models import load  # noqa: E402
 from rankwise.surgery import target_paths  # noqa: E402
 from rankwise.train.evaluate import perplexity  # noqa: E402
 
@@ -131,7 +132,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "compress_claims.json"))
     args = parser.parse_args()
     started = time.perf_counter()
-    model, tokenizer = rankwise.models.load("smollm2-135m")
+    model, tokenizer = load("smollm2-135m")
     calibration = token_blocks(tokenizer, corpus_text("calibration"), 256, args.calib_samples)
     evaluation = token_blocks(tokenizer, corpus_text("evaluation"), 256, args.eval_samples)
     results = {"model": "smollm2-135m", "calibration": list(calibration.shape),

@@ -78,3 +78,17 @@ def test_an_output_folder_holding_a_model_needs_overwrite(tmp_path, capsys, cach
     assert model.model.layers[0].mlp.up_proj.bits == 8
     with torch.no_grad():
         model(torch.tensor([[1, 2, 3]]))
+
+
+def test_an_adapter_trains_on_a_compressed_model_folder(tmp_path, capsys, cache):
+    """QLoRA-style: LoRA on a quantized base with its compensation, saved and evaluated against the folder."""
+    model_dir, run = tmp_path / "model", tmp_path / "run"
+    assert main(["compress", "tiny-llama", "--method", "svd-comp", "--bits", "3", "--group-size", "16",
+                 "--rank", "2", "--out", str(model_dir), "--no-eval", "--no-progress"]) == 0
+    assert main(["finetune", f"model={model_dir}", "task=iso-dates", "max_steps=2", "rank=2", "eval_size=2",
+                 f"output_dir={run}", "progress=false"]) == 0
+    assert main(["eval", "--model", str(model_dir), "--adapter", str(run / "adapter"), "--task", "iso-dates",
+                 "--limit", "2", "--json", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["examples"] == 2
+    model, _ = load(str(model_dir))
+    assert isinstance(model.model.layers[0].mlp.up_proj.base, QuantizedLinear)

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..linalg.rank_selection import welore_label, welore_tau  # shared with compress.welore
+
 __all__ = ["singular_values", "effective_rank", "stable_rank", "welore_label", "welore_tau"]
 
 
@@ -39,45 +41,3 @@ def stable_rank(s: Sequence[float]) -> float:
     s = np.asarray(s, dtype=np.float64)
     top = s.max(initial=0.0)
     return float((s ** 2).sum() / top ** 2) if top > 0 else 0.0
-
-
-def _prune_count(s: np.ndarray, tau: float) -> int:
-    """k_prune = #{i : σ̂_i < τ} with σ̂ = (σ − min σ)/(max σ − min σ) (WeLore's min–max normalisation)."""
-    span = s.max() - s.min()
-    if span <= 0:
-        return 0  # a flat spectrum has no "small" singular values to drop
-    return int(((s - s.min()) / span < tau).sum())
-
-
-def welore_label(s: Sequence[float], tau: float, min_ratio: float = 0.0) -> dict:
-    """WeLore (Jaiswal et al.): is this matrix a low-rank component (LRC) at the global threshold τ?
-
-    k_prune = #{i : σ̂_i < τ}, kept rank k = rank − k_prune; the matrix is an "LRC" (factorised and
-    trained) when k_prune / rank > min_ratio, otherwise an "N-LRC" (kept dense and frozen).
-    min_ratio = 0.0 is the repo's default; note the minimum σ always normalises to 0 < τ, so at
-    τ > 0 that default labels every matrix an LRC, which is why analyze_weights passes a larger one.
-    """
-    s = np.asarray(s, dtype=np.float64)
-    k_prune = _prune_count(s, tau)
-    ratio = k_prune / len(s) if len(s) else 0.0
-    return {"label": "LRC" if ratio > min_ratio else "N-LRC", "k_prune": k_prune,
-            "rank_kept": len(s) - k_prune, "prune_ratio": ratio}
-
-
-def welore_tau(spectra: Sequence[Sequence[float]], reduction: float, iters: int = 60) -> float:
-    """The global τ whose total rank reduction Σ k_prune / Σ rank is closest to `reduction` from above.
-
-    The total reduction is monotone in τ, so bisection on [0, 1] finds it (the WeLore repo hard-codes τ
-    for LLaMA-2; for any other model the notes suggest this search).
-    """
-    arrays = [np.asarray(s, dtype=np.float64) for s in spectra]
-    total = sum(len(s) for s in arrays)
-    lo, hi = 0.0, 1.0
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        pruned = sum(_prune_count(s, mid) for s in arrays)
-        if pruned / total < reduction:
-            lo = mid
-        else:
-            hi = mid
-    return hi

@@ -32,9 +32,9 @@ def compress(model: nn.Module, method: str = "svd", *, name: str = "default",
     `fields` are the method's config fields (e.g. rank=64 or ratio=0.5, targets, rank_pattern).
     `calibration` is an iterable of batches (dicts of model inputs, or tensors) for the methods that
     read activations (EoRA, ASVD, AFM, ...); or pass `stats`, collect_stats' output for these layers, to
-    reuse one pass over the data across several settings. A method with a compensation also installs it as a LoRA
-    adapter named after the method (rankwise.adapter_names). Every layer is built before any is
-    replaced, so a bad setting leaves the model as it was.
+    reuse one pass over the data across several settings. A method with a compensation also installs
+    it as a LoRA adapter named after the method (rankwise.adapters.adapter_names). Every layer is built
+    before any is replaced, so a bad setting leaves the model as it was.
     """
     cls = COMPRESSORS.get(method)
     if config is None:

@@ -6,17 +6,18 @@ with singular values σ, min–max normalised σ̂ = (σ − min σ) / (max σ �
     k_prune = #{i : σ̂_i < τ},   k = rank − k_prune                      (one τ for the whole model)
     LRC   (k_prune / rank > min_ratio):  W ≈ B A,  B = U_k Σ_k^{1/2},  A = Σ_k^{1/2} V_kᵀ,  y = B (A x) + b
     N-LRC (otherwise):                   W stays a dense nn.Linear, untouched
-τ is given (`tau`), or bisected so that Σ k_prune / Σ rank reaches `reduction` (analyze.spectra's
-welore_tau), or bisected so that the factorized model keeps a share `ratio` of the targeted weights'
-parameters (budget_ranks). The labels and kept ranks are analyze.spectra's welore_label.
+τ is given (`tau`), or bisected so that Σ k_prune / Σ rank reaches `reduction` (welore_tau), or
+bisected so that the factorized model keeps a share `ratio` of the targeted weights' parameters
+(budget_ranks). The labels and kept ranks are welore_label's, the same function analyze reports with
+(both in rankwise.linalg.rank_selection).
 WeLore-PEFT trains only the LRC factors A and B (lrc_parameters); N-LRCs and everything else stay frozen.
 
 The whole-model step is Compressor.plan_ranks: it writes each LRC's rank into its layer config (N-LRCs
 leave the plan), so a saved model folder holds every layer's rank and loading needs no SVD.
 Where we differ from the paper's code:
 - The repo hard-codes τ per reduction for LLaMA-2; for any model we bisect τ on the total reduction
-  (analyze.spectra.welore_tau). With min_ratio > 0 the N-LRCs keep their full rank, so the reduction
-  reached is the LRCs' share only (τ is still chosen over all matrices, as the code's table is).
+  (welore_tau). With min_ratio > 0 the N-LRCs keep their full rank, so the reduction reached is the
+  LRCs' share only (τ is still chosen over all matrices, as the code's table is).
 - Rank reduction is not parameter reduction: factorizing saves parameters only if k < out·in/(out + in).
   In `reduction` / `tau` modes we follow the code and factorize every LRC, even one that grows; in the
   `ratio` (parameter budget) mode, a layer whose kept rank would not save parameters stays dense.
@@ -33,11 +34,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
 from torch import nn
 
-from ..analyze.spectra import singular_values, welore_label, welore_tau
 from ..errors import ConfigError
 from ..linalg import top_svd
+from ..linalg.rank_selection import welore_label, welore_tau
 from ..surgery import Wrapper
 from .api import installed, layout
 from .base import CompressConfig, Compressor, LowRankLinear, register
@@ -126,7 +128,8 @@ class Welore(Compressor):
             raise ConfigError("welore picks each layer's rank from its spectrum; drop rank= and set "
                               "reduction, tau or ratio.")
         layers = {path: model.get_submodule(path) for path in plan}
-        spectra = {path: singular_values(layer.weight) for path, layer in layers.items()}
+        spectra = {path: torch.linalg.svdvals(layer.weight.detach().float()).double().tolist()
+                   for path, layer in layers.items()}
         if config.ratio is not None:
             shapes = {path: (layer.out_features, layer.in_features) for path, layer in layers.items()}
             total = factorized_parameters(dict.fromkeys(shapes), shapes)
