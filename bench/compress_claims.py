@@ -7,11 +7,13 @@ calibration sequences of 256 tokens (claim: under 5 minutes on 2 CPU cores).
 Part "budget": perplexity against the parameters kept, for uniform truncated SVD (svd), activation-aware
 SVD (asvd, svd-llm) and WeLore's non-uniform ranks at the same parameter budgets. Claims: asvd beats svd,
 and welore beats uniform ranks, at the same parameter count.
+Part "bipft": perplexity of sign binarization (BWN scale) of every linear layer, plain and with BiPFT's
+residual estimator at ranks 1 and 8. Claim: the estimator lowers the binarized model's error.
 
 Calibration: 64 blocks of 256 tokens from the bundled corpus' calibration split, one statistics pass shared
 by every setting (rankwise.compress(..., stats=)); evaluation: blocks of the disjoint evaluation split.
 
-    python bench/compress_claims.py [--part eora|budget|all] [--eval-samples 16]
+    python bench/compress_claims.py [--part eora|budget|bipft|all] [--eval-samples 16]
 """
 
 from __future__ import annotations
@@ -95,8 +97,23 @@ def budget_part(model, evaluation, stats, say) -> dict:
             "welore_beats_svd": all(by[b, "welore"] < by[b, "svd"] for b in BUDGETS)}
 
 
+def bipft_part(model, evaluation, stats, say) -> dict:
+    rows = []
+    for rank in (1, 8):
+        compressed = rankwise.compress(copy.deepcopy(model), "bipft", rank=rank, stats=stats, progress=False)
+        estimated = perplexity(compressed, evaluation, progress=False)
+        rankwise.disable(compressed)  # the same binarized weights without the estimator
+        rows.append({"rank": rank, "perplexity_with_estimator": estimated,
+                     "perplexity_plain_sign": perplexity(compressed, evaluation, progress=False)})
+        say(rows[-1])
+    return {"rows": rows, "estimator_helps": all(r["perplexity_with_estimator"] < r["perplexity_plain_sign"]
+                                                 for r in rows)}
+
+
 def plot(results: dict, path: Path) -> None:
     columns = len(BASES) * ("eora" in results) + ("budget" in results)
+    if not columns:  # the bipft part alone is a two-row table
+        return
     figure, axes = plt.subplots(1, columns, figsize=(4.2 * columns, 3.6), squeeze=False)
     axes, column = axes[0], 0
     if "eora" in results:
@@ -126,10 +143,10 @@ def plot(results: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=["eora", "budget", "all"], default="all")
+    parser.add_argument("--part", choices=["eora", "budget", "bipft", "all"], default="all")
     parser.add_argument("--calib-samples", type=int, default=64)
     parser.add_argument("--eval-samples", type=int, default=16)
-    parser.add_argument("--out", default=str(RESULTS / "compress_claims.json"))
+    parser.add_argument("--out", help="results JSON [bench/results/compress_<part or claims>.json]")
     args = parser.parse_args()
     started = time.perf_counter()
     model, tokenizer = load("smollm2-135m")
@@ -143,16 +160,19 @@ def main() -> None:
     stats = collect_stats(model, target_paths(model, "all-linear"), _batches(calibration), progress=False)
     results["statistics_seconds"] = round(time.perf_counter() - stats_started, 1)
     say = lambda row: print(json.dumps(row), flush=True)  # noqa: E731
-    out = Path(args.out)
+    out = Path(args.out or RESULTS / f"compress_{'claims' if args.part == 'all' else args.part}.json")
     if args.part in ("eora", "all"):
         results["eora"] = eora_part(model, calibration, evaluation, stats, say)
         out.write_text(json.dumps(results, indent=2) + "\n")  # kept if a later part fails
     if args.part in ("budget", "all"):
         results["budget"] = budget_part(model, evaluation, stats, say)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+    if args.part in ("bipft", "all"):
+        results["bipft"] = bipft_part(model, evaluation, stats, say)
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, Path(args.out).with_suffix(".png"))
-    print(json.dumps({k: v for k, v in results.items() if k not in ("eora", "budget")}))
+    plot(results, out.with_suffix(".png"))
+    print(json.dumps({k: v for k, v in results.items() if k not in ("eora", "budget", "bipft")}))
 
 
 if __name__ == "__main__":
