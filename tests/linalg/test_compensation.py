@@ -2,7 +2,7 @@
 
 import torch
 
-from rankwise.linalg import eigen_compensation, svd_compensation
+from rankwise.linalg import eigen_compensation, svd_factors
 
 
 def _data(seed=0, n=400, out=12, inp=20):
@@ -26,7 +26,7 @@ def test_output_error_beats_plain_svd_and_vanishes_at_full_rank():
     error, X, C = _data(seed=1)
     for rank in (2, 6, 10):
         B, A = eigen_compensation(error, C, rank)
-        B2, A2 = svd_compensation(error, rank)
+        B2, A2 = svd_factors(error, rank)
         eora = torch.linalg.matrix_norm((error - B @ A) @ X.T)
         plain = torch.linalg.matrix_norm((error - B2 @ A2) @ X.T)
         assert eora <= plain + 1e-9

@@ -118,10 +118,8 @@ class _ActivationAware(Svd):
         if stats is None or stats.input_moment is None:
             raise ConfigError(f"{cls.name} needs the layer's calibration inputs; pass calibration=.")
         module = cls.shape(layer, config)
-        B, A = whitened_factors(layer.weight, cls.scaling(config, stats), module.rank, config.svd_iters)
-        module.B.data.copy_(B)
-        module.A.data.copy_(A)
-        return module
+        return module.set_factors(*whitened_factors(layer.weight, cls.scaling(config, stats), module.rank,
+                                                    config.svd_iters))
 
 
 @register("svd-llm")

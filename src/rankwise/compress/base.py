@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._registry import Registry
+from ..linalg import svd_factors
 from ..surgery import CompressedLinear, PlanConfig
 from .calibration import LayerStats
 
@@ -46,6 +47,18 @@ class LowRankLinear(CompressedLinear):
         self.A = nn.Parameter(torch.empty(rank, in_features, dtype=dtype, device=device))
         self.B = nn.Parameter(torch.empty(out_features, rank, dtype=dtype, device=device))
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+
+    @classmethod
+    def like(cls, layer: nn.Linear, rank: int) -> LowRankLinear:
+        """An uninitialised rank-`rank` stand-in for `layer`: its sizes, dtype, device and bias."""
+        weight = layer.weight
+        return cls(layer.in_features, layer.out_features, rank, layer.bias, weight.dtype, weight.device)
+
+    @torch.no_grad()
+    def set_factors(self, B: torch.Tensor, A: torch.Tensor) -> LowRankLinear:
+        self.B.copy_(B)
+        self.A.copy_(A)
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(F.linear(x, self.A), self.B, self.bias)
@@ -95,6 +108,20 @@ class Compressor:
         """A whole-model step once every planned layer is replaced (PELA distils the compressed model
         against `originals`, the layers it replaced, as teacher). If it raises, compress() puts the
         original layers back. Not run when a saved model loads: what it trains is in the saved tensors."""
+
+
+class SvdCompressor(Compressor):
+    """A layer replaced by the truncated SVD of its weight, B A = U_r √S_r · √S_r V_rᵀ, at the rank its
+    config's rank_for(layer) gives (svd, welore, trp, pela differ only in how they choose it)."""
+
+    @classmethod
+    def shape(cls, layer: nn.Linear, config: CompressConfig) -> LowRankLinear:
+        return LowRankLinear.like(layer, config.rank_for(layer))
+
+    @classmethod
+    def build(cls, layer: nn.Linear, config: CompressConfig, stats=None) -> LowRankLinear:
+        module = cls.shape(layer, config)
+        return module.set_factors(*svd_factors(layer.weight, module.rank, getattr(config, "svd_iters", 0)))
 
 
 COMPRESSORS: Registry[type[Compressor]] = Registry("compression method")

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..linalg import eigen_compensation, svd_compensation
+from ..linalg import eigen_compensation, svd_factors
 from .base import Compressor, register
 from .prune import SparsityField, prune_layer
 from .rtn import BitsField, quantize_layer
@@ -97,4 +97,4 @@ class SvdComp(_Compensated):
 
     @classmethod
     def compensation(cls, layer, compressed, config, stats):
-        return svd_compensation(cls.error(layer, compressed), config.rank)
+        return svd_factors(cls.error(layer, compressed), config.rank)

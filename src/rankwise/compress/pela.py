@@ -36,10 +36,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, TargetError
-from ..linalg import top_svd
 from ..optim import build_optimizer
 from ..surgery import find_targets, replace_module
-from .base import CompressConfig, Compressor, LowRankLinear, register
+from .base import CompressConfig, SvdCompressor, register
 
 
 def pela_rank(in_features: int, out_features: int, compression_ratio: float) -> int:
@@ -191,24 +190,10 @@ def distill(model: nn.Module, originals: dict[str, nn.Linear], batches: list,
 
 
 @register("pela")
-class Pela(Compressor):
+class Pela(SvdCompressor):
     config_class = PelaConfig
     paper = "PELA: Learning Parameter-Efficient Models with Low-Rank Approximation (CVPR 2024)"
     url = "https://arxiv.org/abs/2310.10700"
-
-    @classmethod
-    def shape(cls, layer: nn.Linear, config: PelaConfig) -> LowRankLinear:
-        return LowRankLinear(layer.in_features, layer.out_features, config.rank_for(layer), layer.bias,
-                             layer.weight.dtype, layer.weight.device)
-
-    @classmethod
-    def build(cls, layer: nn.Linear, config: PelaConfig, stats=None) -> LowRankLinear:
-        module = cls.shape(layer, config)
-        svd = top_svd(layer.weight, module.rank)
-        root = svd.S.sqrt()
-        module.B.data.copy_(svd.U * root)
-        module.A.data.copy_(root[:, None] * svd.Vh)
-        return module
 
     @classmethod
     def after_install(cls, model: nn.Module, config: PelaConfig, originals: dict[str, nn.Linear],

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ..errors import ConfigError
-from ..linalg import top_svd
 from ..surgery import pattern_value
-from .base import CompressConfig, Compressor, LowRankLinear, register
+from .base import CompressConfig, SvdCompressor, register
 
 
 @dataclass
@@ -61,21 +60,7 @@ class SvdConfig(CompressConfig):
 
 
 @register("svd")
-class Svd(Compressor):
+class Svd(SvdCompressor):
     config_class = SvdConfig
     paper = "Truncated SVD (Eckart–Young), the uniform baseline of low-rank compression"
     url = "https://doi.org/10.1007/BF02288367"
-
-    @classmethod
-    def shape(cls, layer: nn.Linear, config: SvdConfig) -> LowRankLinear:
-        return LowRankLinear(layer.in_features, layer.out_features, config.rank_for(layer), layer.bias,
-                             layer.weight.dtype, layer.weight.device)
-
-    @classmethod
-    def build(cls, layer: nn.Linear, config: SvdConfig, stats=None) -> LowRankLinear:
-        module = cls.shape(layer, config)
-        svd = top_svd(layer.weight, module.rank, config.svd_iters)
-        root = svd.S.sqrt()
-        module.B.data.copy_(svd.U * root)
-        module.A.data.copy_(root[:, None] * svd.Vh)
-        return module

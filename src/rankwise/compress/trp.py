@@ -37,7 +37,7 @@ from ..errors import ConfigError, TargetError
 from ..linalg import LowRankFactors, truncated_svd
 from ..linalg.rank_selection import energy_rank, threshold_rank
 from ..surgery import make_plan, pattern_value
-from .base import CompressConfig, Compressor, LowRankLinear, register
+from .base import CompressConfig, SvdCompressor, register
 
 PAPER_VALUE_THRESHOLD = 5e-2  # the code's ValueThreshold for the channel and spatial schemes
 
@@ -177,7 +177,7 @@ class TrpConfig(CompressConfig):
 
 
 @register("trp")
-class Trp(Compressor):
+class Trp(SvdCompressor):
     config_class = TrpConfig
     paper = "TRP: Trained Rank Pruning for Efficient Deep Neural Networks (IJCAI 2020)"
     url = "https://arxiv.org/abs/2004.14566"
@@ -193,17 +193,3 @@ class Trp(Compressor):
                 raise ConfigError(f"{path}: {err}") from None
             resolved[path] = dataclasses.replace(layer_config, rank=rank, energy=None, threshold=None)
         return resolved
-
-    @classmethod
-    def shape(cls, layer: nn.Linear, config: TrpConfig) -> LowRankLinear:
-        return LowRankLinear(layer.in_features, layer.out_features, config.rank_for(layer), layer.bias,
-                             layer.weight.dtype, layer.weight.device)
-
-    @classmethod
-    def build(cls, layer: nn.Linear, config: TrpConfig, stats=None) -> LowRankLinear:
-        module = cls.shape(layer, config)
-        factors = truncated_svd(layer.weight, module.rank)
-        root = factors.S.sqrt()
-        module.B.data.copy_(factors.U * root)
-        module.A.data.copy_(root[:, None] * factors.Vh)
-        return module

@@ -38,11 +38,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..linalg import top_svd
 from ..linalg.rank_selection import welore_label, welore_tau
 from ..surgery import Wrapper
 from .api import installed, layout
-from .base import CompressConfig, Compressor, LowRankLinear, register
+from .base import CompressConfig, SvdCompressor, register
 
 
 @dataclass
@@ -73,6 +72,11 @@ class WeloreConfig(CompressConfig):
             raise ConfigError(f"min_ratio must be in [0, 1), got {self.min_ratio!r}.")
         if self.rank is not None and (type(self.rank) is not int or self.rank < 1):
             raise ConfigError(f"rank must be a positive integer, got {self.rank!r}.")
+
+    def rank_for(self, layer: nn.Linear) -> int:
+        if self.rank is None:
+            raise ConfigError("this welore layer config has no rank; the plan was not made by welore.")
+        return self.rank
 
 
 def kept_ranks(spectra: Mapping[str, Sequence[float]], tau: float, min_ratio: float) -> dict[str, int | None]:
@@ -117,7 +121,7 @@ def budget_ranks(spectra: Mapping[str, Sequence[float]], shapes: Mapping[str, tu
 
 
 @register("welore")
-class Welore(Compressor):
+class Welore(SvdCompressor):
     config_class = WeloreConfig
     paper = "From GaLore to WeLore: How Low-Rank Weights Non-uniformly Emerge from Low-Rank Gradients"
     url = "https://arxiv.org/abs/2407.11239"
@@ -141,22 +145,6 @@ class Welore(Compressor):
             ranks = kept_ranks(spectra, tau, config.min_ratio)
         return {path: dataclasses.replace(layer_config, rank=ranks[path])
                 for path, layer_config in plan.items() if ranks[path] is not None}
-
-    @classmethod
-    def shape(cls, layer: nn.Linear, config: WeloreConfig) -> LowRankLinear:
-        if config.rank is None:
-            raise ConfigError("this welore layer config has no rank; the plan was not made by welore.")
-        return LowRankLinear(layer.in_features, layer.out_features, config.rank, layer.bias,
-                             layer.weight.dtype, layer.weight.device)
-
-    @classmethod
-    def build(cls, layer: nn.Linear, config: WeloreConfig, stats=None) -> LowRankLinear:
-        module = cls.shape(layer, config)
-        svd = top_svd(layer.weight, module.rank)
-        root = svd.S.sqrt()
-        module.B.data.copy_(svd.U * root)
-        module.A.data.copy_(root[:, None] * svd.Vh)
-        return module
 
 
 def lrc_parameters(model: nn.Module, name: str = "default") -> list[nn.Parameter]:

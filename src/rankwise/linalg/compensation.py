@@ -1,6 +1,7 @@
 """Rank-r corrections B A of a compression error ΔW = W − Ŵ, so that Ŵ + B A stands in for W.
 
-Plain SVD minimizes ‖ΔW − B A‖_F. EoRA minimizes the layer-output error on calibration inputs X instead:
+Plain SVD (linalg.svd_factors) minimizes ‖ΔW − B A‖_F. EoRA minimizes the layer-output error on
+calibration inputs X instead:
     ‖(ΔW − B A) X‖²_F = N · ‖(ΔW − B A) Q Λ^{1/2}‖²_F,   where C = XᵀX / N = Q Λ Qᵀ,
 so the truncated SVD of ΔW' = ΔW Q Λ^{1/2} (Eckart–Young in the whitened space) is optimal:
     ΔW' ≈ U_r Σ_r V_rᵀ,   B = U_r Σ_r^{1/2},   A = Σ_r^{1/2} V_rᵀ Λ^{-1/2} Qᵀ.
@@ -10,18 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .svd import top_svd
-
-
-def _split(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    root = S.sqrt()
-    return U * root, root[:, None] * Vh
-
-
-def svd_compensation(error: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B (out, r), A (r, in)): the best rank-r approximation of `error` in Frobenius norm."""
-    svd = top_svd(error, rank)
-    return _split(svd.U, svd.S, svd.Vh)
+from .svd import LowRankFactors
 
 
 def eigen_compensation(error: torch.Tensor, input_moment: torch.Tensor, rank: int
@@ -37,6 +27,6 @@ def eigen_compensation(error: torch.Tensor, input_moment: torch.Tensor, rank: in
     eigenvalues = torch.where(eigenvalues > 0, eigenvalues, floor)
     root = eigenvalues.sqrt()
     U, S, Vh = torch.linalg.svd(error.double() @ (Q * root), full_matrices=False)
-    B, A_whitened = _split(U[:, :rank], S[:rank], Vh[:rank])
+    B, A_whitened = LowRankFactors(U[:, :rank], S[:rank], Vh[:rank]).split()
     A = (A_whitened / root) @ Q.T
     return B.to(error.dtype), A.to(error.dtype)

@@ -22,6 +22,11 @@ class LowRankFactors:
     def to_dense(self) -> torch.Tensor:
         return (self.U * self.S) @ self.Vh
 
+    def split(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, A) = (U √S, √S Vh), so that B A = U diag(S) Vh with the scale shared evenly."""
+        root = self.S.sqrt()
+        return self.U * root, root[:, None] * self.Vh
+
 
 def truncated_svd(matrix: torch.Tensor, rank: int) -> LowRankFactors:
     """Exact SVD of a (out, in) matrix, cut to its top `rank` triplets."""
@@ -55,3 +60,8 @@ def top_svd(matrix: torch.Tensor, rank: int, power_iters: int = 0) -> LowRankFac
     if power_iters:
         return randomized_svd(matrix, rank, power_iters=power_iters)
     return truncated_svd(matrix, rank)
+
+
+def svd_factors(matrix: torch.Tensor, rank: int, power_iters: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B (out, r), A (r, in)): the best rank-r approximation B A of `matrix` in Frobenius norm."""
+    return top_svd(matrix, rank, power_iters).split()
