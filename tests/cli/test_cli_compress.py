@@ -49,7 +49,7 @@ def test_a_calibration_file_and_an_encoder(tmp_path, capsys, cache):
     (["--method", "eora", "--bits", "3", "--rank", "4", "--group-size", "16", "--calib", "EMPTY"],
      "holds no text"),
     (["--method", "eora", "--bits", "3", "--rank", "4", "--group-size", "16", "--calib", "BAD"],
-     r"bad.jsonl:1: not valid JSON"),
+     r"bad.jsonl:1:2: bad JSON"),
 ])
 def test_bad_inputs_leave_no_output(tmp_path, capsys, cache, argv, message):
     (tmp_path / "empty.txt").write_text("")

@@ -34,8 +34,8 @@ def test_blocks_are_consecutive_and_spread_evenly():
 
 @pytest.mark.parametrize("name, content, match", [
     ("empty.txt", "  \n", "empty.txt: holds no text"),
-    ("bad.jsonl", '{"text": "a"}\n{oops\n', r"bad.jsonl:2: not valid JSON"),
-    ("field.jsonl", '{"body": "a"}\n', r"field.jsonl:1: each line must be an object with a \"text\""),
+    ("bad.jsonl", '{"text": "a"}\n{oops\n', r"bad.jsonl:2:2: bad JSON"),
+    ("field.jsonl", '{"body": "a"}\n', r"field.jsonl:1: no field 'text'"),
 ])
 def test_bad_text_files_name_the_file_and_line(tmp_path, name, content, match):
     (tmp_path / name).write_text(content, encoding="utf-8")

@@ -8,13 +8,13 @@ calibration, so no evaluation text is ever seen while calibrating.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 
 from ..errors import DataError
+from .loaders import _decode, _field, _jsonl_rows
 
 SPLITS = ("calibration", "evaluation")
 
@@ -31,27 +31,15 @@ def corpus_text(split: str) -> str:
 
 
 def read_text_file(path: str | os.PathLike) -> str:
-    """The text of a UTF-8 .txt file, or of the "text" field of every line of a .jsonl file."""
+    """The text of a UTF-8 .txt file, or the "text" field of every line of a .jsonl file (read by the same
+    checks as the prompt/answer loaders, so errors name the file and line)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file; give a .txt or .jsonl file of text.")
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8.") from None
-    if path.suffix == ".jsonl":
-        parts = []
-        for number, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{number}: not valid JSON ({err.msg}).") from None
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise DataError(f"{path}:{number}: each line must be an object with a \"text\" string.")
-            parts.append(row["text"])
-        raw = "\n\n".join(parts)
+    if path.suffix.lower() == ".jsonl":
+        raw = "\n\n".join(_field(row, "text", f"{path}:{line}") for line, row in _jsonl_rows(path))
+    else:
+        raw = _decode(path.read_bytes(), str(path))
     if not raw.strip():
         raise DataError(f"{path}: holds no text; give at least one sequence's worth.")
     return raw
