@@ -92,3 +92,22 @@ def test_an_adapter_trains_on_a_compressed_model_folder(tmp_path, capsys, cache)
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["examples"] == 2
     model, _ = load(str(model_dir))
     assert isinstance(model.model.layers[0].mlp.up_proj.base, QuantizedLinear)
+
+
+def test_welore_peft_trains_only_the_lrc_factors_through_finetune(tmp_path, cache):
+    """WeLore-PEFT: an adapter of modules_to_save copies of the LRCs, with no other targets."""
+    from rankwise.compress.welore import lrc_paths
+    from rankwise.io import load_adapter
+
+    model_dir, run = tmp_path / "model", tmp_path / "run"
+    assert main(["compress", "tiny-llama", "--method", "welore", "--set", "reduction=0.3", "--out",
+                 str(model_dir), "--no-eval", "--no-progress"]) == 0
+    compressed, _ = load(str(model_dir))
+    paths = lrc_paths(compressed)
+    assert main(["finetune", f"model={model_dir}", "task=iso-dates", "max_steps=3", "targets=[]",
+                 f"modules_to_save={json.dumps(paths)}", "learning_rate=0.01", "eval_size=2",
+                 f"output_dir={run}", "progress=false"]) == 0
+    load_adapter(compressed, run / "adapter")
+    layer = compressed.get_submodule(paths[0])
+    copy = layer.adapters["default"]
+    assert copy.names == ["A", "B"] and not torch.equal(copy.A, layer.base.A)  # the copies trained

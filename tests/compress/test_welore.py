@@ -11,7 +11,7 @@ from torch import nn
 import rankwise
 from rankwise.analyze.spectra import singular_values, welore_label, welore_tau
 from rankwise.compress import LowRankLinear, installed
-from rankwise.compress.welore import lrc_parameters
+from rankwise.compress.welore import lrc_paths
 from rankwise.errors import ConfigError
 from rankwise.io import save_model
 from rankwise.models import load
@@ -119,13 +119,16 @@ def test_a_welore_model_folder_loads_back_with_its_per_layer_ranks(tmp_path, tin
 
 
 def test_lrc_training_changes_only_the_lrc_factors_and_lowers_the_loss(tiny_ids, one_thread):
+    """WeLore-PEFT through the adapter machinery: modules_to_save copies of the LRCs, nothing else."""
     model = rankwise.compress(make_tiny_llama(), "welore", reduction=0.5, min_ratio=0.5)
-    factors = lrc_parameters(model)
-    lrc_ids = {id(p) for p in factors}
-    assert len(factors) == 2 * sum(isinstance(m, LowRankLinear) for m in model.modules()) > 0
-    assert all(p.requires_grad == (id(p) in lrc_ids) for p in model.parameters())
-    before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    optimizer = torch.optim.AdamW(factors, lr=1e-2, weight_decay=0.0)
+    paths = lrc_paths(model)
+    assert paths and all(isinstance(model.get_submodule(p), LowRankLinear) for p in paths)
+    rankwise.adapt(model, "lora", targets=[], modules_to_save=paths)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(trainable) == 2 * len(paths)  # A' and B' of each LRC
+    frozen = {name: p.detach().clone() for name, p in model.named_parameters() if not p.requires_grad}
+    start = _logits(model, tiny_ids)
+    optimizer = torch.optim.AdamW(trainable, lr=1e-2, weight_decay=0.0)
     losses = []
     for _ in range(15):
         loss = model(tiny_ids, labels=tiny_ids).loss
@@ -134,13 +137,14 @@ def test_lrc_training_changes_only_the_lrc_factors_and_lowers_the_loss(tiny_ids,
         optimizer.zero_grad()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.1
-    for name, p in model.named_parameters():
-        assert torch.equal(p, before[name]) != (id(p) in lrc_ids), name
+    assert all(torch.equal(p, frozen[name]) for name, p in model.named_parameters() if name in frozen)
+    rankwise.disable(model)  # the compressed model itself is untouched
+    assert torch.equal(_logits(model, tiny_ids), start)
 
 
-def test_lrc_parameters_needs_a_welore_compression():
+def test_lrc_paths_needs_a_welore_compression():
     with pytest.raises(ConfigError, match="no compression named"):
-        lrc_parameters(make_tiny_llama())
+        lrc_paths(make_tiny_llama())
     model = rankwise.compress(make_tiny_llama(), "svd", rank=4)
     with pytest.raises(ConfigError, match="is svd, not welore"):
-        lrc_parameters(model)
+        lrc_paths(model)

@@ -83,7 +83,7 @@ def adapt(
         raise ConfigError(f"the model already has an adapter named {name!r}; pick another name or unload it.")
 
     plan = make_plan(model, config) if plan is None else dict(plan)
-    built = {**_build(model, cls, config, plan), **_module_copies(model, config, plan)}
+    built = {**_build(model, cls, config, plan), **_module_copies(model, cls, config, plan)}
     if state is None:
         for path, adapter in built.items():
             weight = getattr(_base_of(model, path), "weight", None)  # block-level methods have none
@@ -115,8 +115,9 @@ def _base_of(model: nn.Module, path: str) -> nn.Module:
 def _build(model: nn.Module, cls: type[Adapter], config: AdapterConfig,
            plan: Mapping[str, AdapterConfig]) -> dict[str, Adapter]:
     """One adapter per planned layer (the factory), each error naming its layer."""
-    if not plan:
-        raise TargetError(f"the plan for {cls.name} selects no module.")
+    if not plan and not config.modules_to_save:
+        raise TargetError(f"the plan for {cls.name} selects no module; give targets (or, for an adapter "
+                          "of whole-module copies only, targets=[] with modules_to_save).")
     modules = dict(model.named_modules())
     absent = [path for path in plan if path not in modules]
     if absent:
@@ -139,7 +140,8 @@ def _build(model: nn.Module, cls: type[Adapter], config: AdapterConfig,
     return built
 
 
-def _module_copies(model: nn.Module, config: AdapterConfig, plan: Mapping[str, AdapterConfig]) -> dict:
+def _module_copies(model: nn.Module, cls: type[Adapter], config: AdapterConfig,
+                   plan: Mapping[str, AdapterConfig]) -> dict:
     """A trainable copy of each module in config.modules_to_save (rankwise.adapters.module_copy)."""
     if not config.modules_to_save:
         return {}
@@ -152,6 +154,7 @@ def _module_copies(model: nn.Module, config: AdapterConfig, plan: Mapping[str, A
         except TargetError as err:
             raise TargetError(f"{path}: {err}") from None
         copies[path].plan_config = config
+        copies[path].method = cls.name  # the adapter's method, even when it has only copies
     return copies
 
 
@@ -186,8 +189,8 @@ def load_state(model: nn.Module, name: str, state: Mapping[str, torch.Tensor],
 
 def layout(model: nn.Module, name: str) -> tuple[str, AdapterConfig, dict[str, AdapterConfig], dict]:
     """(method, the config the plan was made from, {path: layer config}, {"<path>.<tensor>": tensor})."""
-    layers = method_layers(model, name)
-    methods = {type(adapter).name for adapter in layers.values()}
+    layers = method_layers(model, name) or layers_of(model, name)  # or an adapter of copies only
+    methods = {getattr(adapter, "method", type(adapter).name) for adapter in layers.values()}
     if len(methods) > 1:
         raise ConfigError(
             f"adapter {name!r} mixes methods {sorted(methods)} across its layers; an adapter file holds one "
@@ -195,7 +198,7 @@ def layout(model: nn.Module, name: str) -> tuple[str, AdapterConfig, dict[str, A
         )
     # The config the plan was made from; a layer swapped in later (by hand, or SoRA's finalize) has none.
     first = next((a for a in layers.values() if hasattr(a, "plan_config")), next(iter(layers.values())))
-    plan = {path: adapter.config for path, adapter in layers.items()}
+    plan = {path: adapter.config for path, adapter in method_layers(model, name).items()}
     state = {f"{path}.{key}": value for path, adapter in layers_of(model, name).items()
              for key, value in adapter.state_dict().items()}
     return methods.pop(), layout_config(first), plan, state

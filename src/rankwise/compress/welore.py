@@ -10,7 +10,8 @@ with singular values σ, min–max normalised σ̂ = (σ − min σ) / (max σ �
 bisected so that the factorized model keeps a share `ratio` of the targeted weights' parameters
 (budget_ranks). The labels and kept ranks are welore_label's, the same function analyze reports with
 (both in rankwise.linalg.rank_selection).
-WeLore-PEFT trains only the LRC factors A and B (lrc_parameters); N-LRCs and everything else stay frozen.
+WeLore-PEFT trains only the LRC factors A and B, as modules_to_save copies of an adapter with no other
+targets (lrc_paths); N-LRCs and everything else stay frozen.
 
 The whole-model step is Compressor.plan_ranks: it writes each LRC's rank into its layer config (N-LRCs
 leave the plan), so a saved model folder holds every layer's rank and loading needs no SVD.
@@ -23,8 +24,6 @@ Where we differ from the paper's code:
   `ratio` (parameter budget) mode, a layer whose kept rank would not save parameters stays dense.
 - min_ratio defaults to the code's 0.0; note that at τ > 0 it makes every matrix an LRC (its minimum σ
   normalises to 0 < τ). analyze_weights labels with min_ratio = reduction instead.
-- The fine-tuning loop (rankwise.train) trains adapters only, so WeLore-PEFT here is lrc_parameters(),
-  which freezes the rest and hands the LRC factors to any optimizer.
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..linalg.rank_selection import welore_label, welore_tau
-from ..surgery import Wrapper
 from .api import installed, layout
 from .base import CompressConfig, SvdCompressor, register
 
@@ -147,19 +145,15 @@ class Welore(SvdCompressor):
                 for path, layer_config in plan.items() if ranks[path] is not None}
 
 
-def lrc_parameters(model: nn.Module, name: str = "default") -> list[nn.Parameter]:
-    """WeLore-PEFT: freeze every parameter of `model`, then make the LRC factors (A, B of each layer that
-    the welore compression `name` factorized) trainable again; returns them for an optimizer."""
+def lrc_paths(model: nn.Module, name: str = "default") -> list[str]:
+    """The paths of the LRCs that the welore compression `name` factorized. WeLore-PEFT trains only their
+    factors, through the adapter loop, as modules_to_save copies of an adapter with no other targets:
+        rankwise.adapt(model, "lora", targets=[], modules_to_save=lrc_paths(model))
+        rankwise finetune model=DIR targets=[] modules_to_save='["model.layers.0.mlp.up_proj", ...]'
+    """
     if name not in installed(model):
         raise ConfigError(f"the model has no compression named {name!r}; compress it with welore first.")
     method, _, plan, _ = layout(model, name)
     if method != "welore":
         raise ConfigError(f"compression {name!r} is {method}, not welore; pass the welore one's name.")
-    for param in model.parameters():
-        param.requires_grad_(False)
-    factors = []
-    for path in plan:
-        module = model.get_submodule(path)
-        module = module.base if isinstance(module, Wrapper) else module  # an adapter may sit on top
-        factors += [module.A.requires_grad_(True), module.B.requires_grad_(True)]
-    return factors
+    return list(plan)

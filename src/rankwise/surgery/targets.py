@@ -6,7 +6,8 @@
 - "all-blocks": the repeated blocks of the network (the longest nn.ModuleList of same-type modules),
   for block-level methods such as bottleneck adapters;
 - a single string other than that: a regular expression that must match a module's full name;
-- a list of strings: each is a glob on the full name, or a leaf name such as "q_proj" matched as a suffix;
+- a list of strings: each is a glob on the full name, or a leaf name such as "q_proj" matched as a suffix
+  (an empty list selects nothing: an adapter made only of modules_to_save copies);
 - a type or tuple of types: every module of those types.
 Errors name the patterns that matched nothing and the closest module names.
 """
@@ -82,6 +83,8 @@ def find_targets(
         unmatched = [] if chosen else [targets]
     else:
         patterns = list(targets)
+        if not patterns:  # an explicit empty list selects nothing (an adapter of modules_to_save only)
+            return []
         chosen = [name for name, _ in named if any(_matches(name, p) for p in patterns)]
         unmatched = [p for p in patterns if not any(_matches(name, p) for name, _ in named)]
     if unmatched:
