@@ -30,8 +30,9 @@ from pathlib import Path
 import torch
 
 import rankwise
-from rankwise.compress.lora_squeeze import read_adapter_folder, squeeze_adapter_folder
+from rankwise.compress.lora_squeeze import squeeze_adapter_folder
 from rankwise.io import load_adapter
+from rankwise.io.adapter_file import read_adapter
 from rankwise.linalg.lowrank_product import product_svd
 from rankwise.models import load
 from rankwise.train import TrainConfig
@@ -41,11 +42,11 @@ from rankwise.train.run import split_examples
 
 def energy_kept(adapter_dir: Path, rank: int) -> list[float]:
     """Per layer, the share of ‖s B A‖_F² in its top `rank` singular values: what the squeeze keeps."""
-    record = read_adapter_folder(adapter_dir)
-    scaling = rankwise.ADAPTERS.get(record["method"]).scaling
+    saved = read_adapter(adapter_dir)
+    scaling = rankwise.ADAPTERS.get(saved.method).scaling
     shares = []
-    for path, config in record["plan"].items():
-        values = product_svd(record["state"][f"{path}.lora_B"], record["state"][f"{path}.lora_A"],
+    for path, config in saved.plan.items():
+        values = product_svd(saved.state[f"{path}.lora_B"], saved.state[f"{path}.lora_A"],
                              scale=scaling(config)).S.double().square()
         shares.append(float(values[:rank].sum() / values.sum()))
     return shares
@@ -81,7 +82,7 @@ def main() -> None:
     squeeze_adapter_folder(runs / f"r{args.source_rank}" / "adapter", squeezed_dir, args.rank)
     seconds["squeeze"] = round(time.perf_counter() - tic, 2)
     shares = energy_kept(runs / f"r{args.source_rank}" / "adapter", args.rank)
-    squeezed_size = sum(t.numel() for t in read_adapter_folder(squeezed_dir)["state"].values())
+    squeezed_size = sum(t.numel() for t in read_adapter(squeezed_dir).state.values())
 
     tic = time.perf_counter()
     config = TrainConfig.from_dict(dict(base, output_dir=str(runs / "eval")))

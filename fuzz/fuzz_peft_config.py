@@ -1,5 +1,5 @@
 """Fuzz PEFT's adapter_config.json import: read_json, rankwise_config_from_peft(cfg, path), then
-layer_configs_from_peft(cfg, config, targets, path) as load_peft_adapter does (rank_pattern /
+layer_configs_from_peft(cfg, config, targets, path) as read_peft_adapter does (rank_pattern /
 alpha_pattern regexes are matched against the tiny Llama's module paths).
 
 Input: the bytes of an adapter_config.json. Seeds: files PeftModel.save_pretrained wrote.

@@ -112,7 +112,8 @@ def _layout(model, name):
 @pytest.fixture
 def half_rank_family():
     family = Family("test-factorized", METHODS, apply=_apply, layout=_layout,
-                    installed=lambda model: ["default"] if hasattr(model, "half_rank") else [])
+                    installed=lambda model: ["default"] if hasattr(model, "half_rank") else [],
+                    order=0, replaces=True)
     FAMILIES._items[family.name] = family
     yield family
     del FAMILIES._items[family.name]

@@ -21,8 +21,6 @@ The in-training modes (In-Squeeze, annealing) are the adapter method rankwise.ad
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +34,8 @@ from ..adapters.api import method_layers, unmerge
 from ..adapters.lora import Lora, LoraConfig
 from ..adapters.lora_squeeze import squeezed_factors
 from ..errors import AdapterFileError, ConfigError
-from ..io import adapter_file, peft_format
-from ..io.atomic import atomic_directory, save_tensors, write_json
-from ..io.peft_config import layer_configs_from_peft, rankwise_config_from_peft
-from ..io.readers import load_tensors, read_json, sha256_file
+from ..io import adapter_file
+from ..io.adapter_file import read_adapter, write_adapter
 from .base import CompressConfig, Compressor, register
 
 SQUEEZABLE = ("lora", "rslora")  # plain s B A adapters; others (DoRA, PiSSA, ...) are not a bare product
@@ -123,54 +119,6 @@ def squeeze_adapter(model: nn.Module, name: str = "default", rank: int | LoraSqu
     return model
 
 
-def read_adapter_folder(source: str | os.PathLike) -> dict[str, Any]:
-    """An adapter folder (rankwise or PEFT format) read without its base model: {method, name, config,
-    plan ({path: layer config}), state ({"<path>.<tensor>": tensor}), base_model (fingerprint or None)}."""
-    source = Path(source)
-    if not source.is_dir():
-        raise AdapterFileError(f"{source} is not a directory; pass the adapter folder save_adapter wrote.")
-    if (source / adapter_file.META_FILE).exists():
-        return _read_rankwise(source / adapter_file.META_FILE, source / adapter_file.WEIGHTS_FILE)
-    if (source / peft_format.PEFT_CONFIG_FILE).exists():
-        return _read_peft(source / peft_format.PEFT_CONFIG_FILE, source / peft_format.PEFT_WEIGHTS_FILE)
-    present = sorted(p.name for p in source.iterdir() if not p.name.startswith("."))
-    raise AdapterFileError(f"{source} has neither {adapter_file.META_FILE} (rankwise) nor "
-                           f"{peft_format.PEFT_CONFIG_FILE} (PEFT); it holds {present or 'nothing'}. "
-                           "Point at an adapter folder.")
-
-
-def _read_rankwise(meta_path: Path, weights_path: Path) -> dict[str, Any]:
-    # The checks load_adapter makes on the file itself; the base-model check needs the model, so it waits.
-    meta = read_json(meta_path)
-    config, plan = adapter_file.parse_plan(meta, meta_path, "adapter")
-    version, expected = meta.get("format_version", 1), meta.get("weights_sha256")
-    if version >= 2 and meta.get("settings_sha256") != adapter_file.settings_digest(meta):
-        raise AdapterFileError(f"{meta_path}: its method, config or plan do not match its "
-                               "settings_sha256 (edited after saving); re-save or re-copy the adapter.")
-    state, _ = load_tensors(weights_path)
-    if (expected is None and version >= 2) or (expected and sha256_file(weights_path) != expected):
-        raise AdapterFileError(f"{weights_path} does not match the checksum in {meta_path.name}; it changed "
-                               "or was corrupted after saving. Re-copy or re-save the adapter.")
-    return {"method": meta["method"], "name": meta.get("name", "default"), "config": config, "plan": plan,
-            "state": state, "base_model": meta.get("base_model")}
-
-
-def _read_peft(config_path: Path, weights_path: Path) -> dict[str, Any]:
-    peft_config = read_json(config_path)
-    method, config = rankwise_config_from_peft(peft_config, config_path)
-    tensors, metadata = load_tensors(weights_path)
-    state, targets = peft_format.rankwise_state_from_peft(tensors, weights_path)
-    config = dataclasses.replace(config, targets=targets)
-    try:  # rankwise's PEFT export keeps the base fingerprint here; PEFT's own files have none
-        fingerprint = metadata.get(peft_format.FINGERPRINT_METADATA)
-        base = None if fingerprint is None else json.loads(fingerprint)
-    except json.JSONDecodeError as err:
-        raise AdapterFileError(f"{weights_path}: its {peft_format.FINGERPRINT_METADATA} metadata is not JSON "
-                               f"({err}).") from None
-    return {"method": method, "name": "default", "config": config, "state": state, "base_model": base,
-            "plan": layer_configs_from_peft(peft_config, config, targets, config_path)}
-
-
 def _factors(state: dict, path: str, rank: int, source: Path) -> tuple[torch.Tensor, torch.Tensor]:
     A, B = state.get(f"{path}.lora_A"), state.get(f"{path}.lora_B")
     if A is None or B is None or A.ndim != 2 or B.ndim != 2 or A.shape[0] != rank or B.shape[1] != rank:
@@ -197,34 +145,21 @@ def squeeze_adapter_folder(source: str | os.PathLike, destination: str | os.Path
     if destination.resolve() == source.resolve():
         raise ConfigError(f"{destination} is the source adapter folder; write the squeezed adapter to "
                           "another folder, so the original stays.")
-    record = read_adapter_folder(source)
-    refuse_method(record["method"], str(source))
+    saved = read_adapter(source)
+    refuse_method(saved.method, str(source))
     adapter_file.refuse_foreign_files(destination)
-    method_class, state = ADAPTERS.get(record["method"]), dict(record["state"])
+    method_class, state = ADAPTERS.get(saved.method), dict(saved.state)
     plan = {}
-    for path, layer_config in record["plan"].items():
+    for path, layer_config in saved.plan.items():
         A, B = _factors(state, path, layer_config.rank, source)
         A, B, _, plan[path] = squeeze_layer(A, B, method_class.scaling(layer_config), layer_config, rank,
                                             svd_iters)
         state[f"{path}.lora_A"], state[f"{path}.lora_B"] = A, B  # other tensors (modules_to_save) stay
-    top = lora_config(record["config"], rank, record["config"].alpha)
-    _write_lora_folder(destination, record["name"], top, plan, state, record["base_model"])
-    return destination
-
-
-def _write_lora_folder(destination: Path, name: str, config: LoraConfig, plan: dict, state: dict,
-                       base_model: dict | None) -> None:
-    # What save_adapter writes for a model holding this LoRA; the layers are the source's, so is the base.
-    meta = {"format_version": adapter_file.FORMAT_VERSION,
-            "rankwise_version": adapter_file.rankwise_version(), "family": "adapter", "method": "lora",
-            "name": name, "config": config.to_dict(), "plan": adapter_file.plan_overrides(config, plan)}
-    if base_model is not None:
-        meta["base_model"] = base_model
-    meta["settings_sha256"] = adapter_file.settings_digest(meta)
-    with atomic_directory(destination) as tmp:
-        save_tensors(tmp / adapter_file.WEIGHTS_FILE, state, metadata={"format": "pt"})
-        meta["weights_sha256"] = sha256_file(tmp / adapter_file.WEIGHTS_FILE)
-        write_json(tmp / adapter_file.META_FILE, meta)
+    top = lora_config(saved.config, rank, saved.config.alpha)
+    # The layers are the source's, so is the base: its fingerprint is carried over.
+    record = {"family": "adapter", "method": "lora", "name": saved.name, "config": top.to_dict(),
+              "plan": adapter_file.plan_overrides(top, plan)}
+    return write_adapter(destination, record, state, saved.base_model)
 
 
 @register("lora-squeeze")

@@ -31,8 +31,8 @@ from .._version import __version__
 from ..errors import AdapterFileError, ConfigError
 from .atomic import atomic_directory, save_tensors, write_json
 from .fingerprint import check_base, model_fingerprint
-from .peft_format import PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, load_peft_adapter, save_peft_adapter
-from .readers import load_tensors, read_json, sha256_file
+from .peft_format import PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, read_peft_adapter, save_peft_adapter
+from .readers import SavedAdapter, load_tensors, read_json, sha256_file
 
 FORMAT_VERSION = 2
 WEIGHTS_FILE, META_FILE = "adapter.safetensors", "adapter.json"
@@ -99,9 +99,19 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, name: str = "de
     refuse_foreign_files(directory)
     if format == "peft":
         return save_peft_adapter(model, directory, record, tensors, rankwise_version())
+    return write_adapter(directory, record, tensors, model_fingerprint(model, list(record["plan"])))
+
+
+def write_adapter(directory: str | os.PathLike, record: dict[str, Any], tensors: dict,
+                  base_model: dict | None) -> Path:
+    """Write one plan record (plan_record's) and its tensors as a rankwise adapter folder, atomically."""
+    directory = Path(directory)
+    refuse_foreign_files(directory)
     meta: dict[str, Any] = {"format_version": FORMAT_VERSION, "rankwise_version": rankwise_version(),
-                            **record, "base_model": model_fingerprint(model, list(record["plan"])),
-                            "settings_sha256": settings_digest(record)}
+                            **record}
+    if base_model is not None:
+        meta["base_model"] = base_model
+    meta["settings_sha256"] = settings_digest(record)
     with atomic_directory(directory) as tmp:
         save_tensors(tmp / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
         meta["weights_sha256"] = sha256_file(tmp / WEIGHTS_FILE)
@@ -117,13 +127,26 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike, name: str | Non
     corrupted or unfitting files and BaseModelMismatch when the file was saved for another base model
     (allow_base_mismatch=True loads anyway, with a warning). The model is unchanged when loading fails.
     """
+    saved = read_adapter(directory)
+    if saved.base_model is not None:
+        check_base(saved.base_model, model, allow_base_mismatch, saved.base_source)
+    else:
+        warnings.warn(saved.unchecked, stacklevel=2)
+    FAMILIES.get("adapter").apply(model, saved.method, name if name is not None else saved.name,
+                                  saved.config, saved.plan, saved.state, saved.source)
+    return model
+
+
+def read_adapter(directory: str | os.PathLike) -> SavedAdapter:
+    """The adapter in `directory` (rankwise or PEFT format), with every check its files allow (checksums,
+    settings, tensors readable) made without a model; load_adapter adds the base-model check."""
     directory = Path(directory)
     if not directory.is_dir():
         raise AdapterFileError(f"{directory} is not a directory; pass the directory save_adapter wrote.")
     if (directory / META_FILE).exists():
-        return _load_rankwise(model, directory, name, allow_base_mismatch)
+        return _read_rankwise(directory)
     if (directory / PEFT_CONFIG_FILE).exists():
-        return load_peft_adapter(model, directory, name, allow_base_mismatch)
+        return read_peft_adapter(directory)
     present = sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
     raise AdapterFileError(
         f"{directory} has neither {META_FILE} (rankwise) nor {PEFT_CONFIG_FILE} (PEFT); it holds "
@@ -206,8 +229,7 @@ def parse_plan(meta: dict[str, Any], source: Path, family: str) -> tuple[Any, di
     return config, plan
 
 
-def _load_rankwise(model: nn.Module, directory: Path, name: str | None,
-                   allow_base_mismatch: bool) -> nn.Module:
+def _read_rankwise(directory: Path) -> SavedAdapter:
     meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE
     meta = read_json(meta_path)
     config, plan = parse_plan(meta, meta_path, "adapter")
@@ -216,11 +238,6 @@ def _load_rankwise(model: nn.Module, directory: Path, name: str | None,
             f"{meta_path}: its method, config or plan no longer match the settings_sha256 written with them "
             "(edited after saving, or the checksum was removed); the outputs would differ from the trained "
             "adapter's. Re-save it from the model, or re-copy the folder.")
-    if "base_model" in meta:
-        check_base(meta["base_model"], model, allow_base_mismatch, meta_path)
-    else:
-        warnings.warn(f"{meta_path} has no base_model fingerprint; cannot check it fits this model.",
-                      stacklevel=3)
     if not weights_path.exists():
         raise AdapterFileError(
             f"{weights_path} is missing next to {META_FILE}; re-save or re-copy the adapter."
@@ -235,6 +252,6 @@ def _load_rankwise(model: nn.Module, directory: Path, name: str | None,
             f"{weights_path} does not match the checksum in {META_FILE}: it changed or was corrupted after "
             "saving. Re-copy or re-save the adapter."
         )
-    loaded_name = name if name is not None else str(meta.get("name", "default"))
-    FAMILIES.get("adapter").apply(model, meta["method"], loaded_name, config, plan, tensors, weights_path)
-    return model
+    return SavedAdapter(meta["method"], str(meta.get("name", "default")), config, plan, tensors,
+                        meta.get("base_model"), weights_path, meta_path,
+                        f"{meta_path} has no base_model fingerprint; cannot check it fits this model.")

@@ -21,18 +21,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .._registry import FAMILIES
 from ..errors import AdapterFileError, ConfigError
 from .atomic import atomic_directory, save_tensors, write_json
-from .fingerprint import check_base, model_fingerprint
+from .fingerprint import model_fingerprint
 from .peft_config import layer_configs_from_peft, peft_config_for, peft_patterns, rankwise_config_from_peft
-from .readers import load_tensors, read_json
+from .readers import SavedAdapter, load_tensors, read_json
 
 PEFT_WEIGHTS_FILE, PEFT_CONFIG_FILE = "adapter_model.safetensors", "adapter_config.json"
 KEY_PREFIX = "base_model.model."
@@ -123,9 +121,8 @@ def rankwise_state_from_peft(tensors: dict[str, torch.Tensor], source: Path):
     return state, list(paths)
 
 
-def load_peft_adapter(model: nn.Module, directory: Path, name: str | None = None,
-                      allow_base_mismatch: bool = False) -> nn.Module:
-    """Load a PEFT LoRA / rsLoRA / DoRA adapter directory onto `model` as rankwise adapter `name`."""
+def read_peft_adapter(directory: Path) -> SavedAdapter:
+    """A PEFT LoRA / rsLoRA / DoRA adapter directory, read and checked without its base model."""
     config_path, weights_path = directory / PEFT_CONFIG_FILE, directory / PEFT_WEIGHTS_FILE
     peft_config = read_json(config_path)
     method, config = rankwise_config_from_peft(peft_config, config_path)
@@ -137,21 +134,19 @@ def load_peft_adapter(model: nn.Module, directory: Path, name: str | None = None
         ) if pickled else ""
         raise AdapterFileError(f"{weights_path} is missing.{hint}")
     tensors, metadata = load_tensors(weights_path)
+    base_model = None
     if FINGERPRINT_METADATA in metadata:
         try:
-            saved = json.loads(metadata[FINGERPRINT_METADATA])
+            base_model = json.loads(metadata[FINGERPRINT_METADATA])
         except json.JSONDecodeError as err:
             raise AdapterFileError(
                 f"{weights_path}: its {FINGERPRINT_METADATA} metadata is not JSON ({err})."
             ) from None
-        check_base(saved, model, allow_base_mismatch, weights_path)
-    else:  # a file PEFT wrote: it names its base but never fingerprints it
-        warnings.warn(f"{weights_path} has no base-model fingerprint (PEFT does not write one); cannot check "
-                      f"it fits this model (it names {peft_config.get('base_model_name_or_path')!r}).",
-                      stacklevel=3)
     state, targets = rankwise_state_from_peft(tensors, weights_path)
     # PEFT's own patterns (suffixes, regexes, layers_to_transform) become the exact list of adapted modules.
     config = dataclasses.replace(config, targets=targets)
     plan = layer_configs_from_peft(peft_config, config, targets, config_path)
-    FAMILIES.get("adapter").apply(model, method, name or "default", config, plan, state, weights_path)
-    return model
+    unchecked = (f"{weights_path} has no base-model fingerprint (PEFT does not write one); cannot check it "
+                 f"fits this model (it names {peft_config.get('base_model_name_or_path')!r}).")
+    return SavedAdapter(method, "default", config, plan, state, base_model, weights_path, weights_path,
+                        unchecked)

@@ -11,6 +11,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,23 @@ import torch
 
 from ..errors import AdapterFileError
 
-__all__ = ["check_state", "load_tensors", "read_json", "sha256_file"]
+__all__ = ["SavedAdapter", "check_state", "load_tensors", "read_json", "sha256_file"]
+
+
+@dataclass
+class SavedAdapter:
+    """An adapter folder (rankwise or PEFT format) as read and checked from its files alone, before any
+    model is involved: what load_adapter applies, and what post-hoc tools (LoRA-Squeeze) transform."""
+
+    method: str
+    name: str
+    config: Any  # the config the plan was made from
+    plan: dict[str, Any]  # {module path: that layer's config}
+    state: dict[str, torch.Tensor]  # {"<module path>.<tensor>": tensor}
+    base_model: dict | None  # the base-model fingerprint, if the file carries one
+    source: Path  # the weights file, for error messages
+    base_source: Path  # the file the fingerprint was read from, for a mismatch's message
+    unchecked: str = ""  # the warning to give when base_model is None
 
 _SAFETENSORS_MIN_BYTES = 8  # the little-endian u64 header length alone
 
