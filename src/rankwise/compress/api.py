@@ -93,15 +93,12 @@ def _calibrate(model, cls, plan, calibration, progress) -> dict:
 
 
 def _install_compensation(model, method: str, corrections: dict) -> None:
-    """Each correction B A as a LoRA of scale 1 (alpha = rank) on its compressed layer."""
-    plan = {path: LoraConfig.create("lora", rank=A.shape[0], alpha=A.shape[0], targets=[path])
-            for path, (B, A) in corrections.items()}
+    """The corrections B A (one rank for all) as a LoRA of scale 1 (alpha = rank) on the compressed layers."""
+    rank = next(iter(corrections.values()))[1].shape[0]
+    config = LoraConfig.create("lora", rank=rank, alpha=rank, targets=list(corrections))
     state = {f"{path}.{key}": value.contiguous() for path, (B, A) in corrections.items()
              for key, value in (("lora_A", A), ("lora_B", B))}
-    config = LoraConfig.create("lora", rank=max(A.shape[0] for _, A in corrections.values()),
-                               targets=list(corrections))
-    config.alpha = config.rank
-    adapt(model, "lora", name=method, config=config, plan=plan, state=state, freeze_base=False,
+    adapt(model, "lora", name=method, config=config, state=state, freeze_base=False,
           source=f"{method}'s compensation")
 
 
