@@ -68,6 +68,7 @@ def _cases(tmp_path):
         ["compress", "tiny-llama", "--method", "svd", "--rank", "4", "--calib", str(tmp_path / "none.txt")],
         ["compress", "tiny-llama", "--method", "svd", "--rank", "4", "--out", str(a_file)],
         ["compress", str(tmp_path), "--method", "svd", "--rank", "4"],
+        ["compress", "tiny-llama", "--method", "svd", "--rank", "4", "--task", "nope"],
     ]
 
 

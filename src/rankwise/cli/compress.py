@@ -87,7 +87,11 @@ def _check_out(args: argparse.Namespace) -> None:
     check_writable(out)
 
 
-def _check_counts(args: argparse.Namespace) -> None:
+def _check_args(args: argparse.Namespace) -> None:
+    from ..data import list_tasks
+
+    if not args.no_eval and args.task not in list_tasks():
+        raise ConfigError(f"unknown task {args.task!r}; bundled tasks: {', '.join(list_tasks())}.")
     for option in ("calib_samples", "seq_len", "eval_samples", "eval_limit"):
         if getattr(args, option) < 1:
             flag = "--" + option.replace("_", "-")
@@ -99,7 +103,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
 
     cls = COMPRESSORS.get(args.method)
     config = cls.config_class.create(args.method, **_fields(args))  # bad settings fail before any load
-    _check_counts(args)
+    _check_args(args)
     if args.out:
         _check_out(args)
     if cls.takes_adapter:
@@ -140,13 +144,13 @@ def compress_and_report(args: argparse.Namespace, config, calib_text: str | None
         tokenizer, corpus_text("evaluation"), args.seq_len, args.eval_samples, "the bundled evaluation text")
     size_before = model_size(model)
     before = {} if evaluation is None else quality(model, tokenizer, evaluation, args)
-    calibrated = time.perf_counter()
+    compress_started = time.perf_counter()
     source = args.calib or "the bundled corpus' calibration split"
     blocks = token_blocks(tokenizer, calib_text if calib_text is not None else corpus_text("calibration"),
                           args.seq_len, args.calib_samples, source)
     batches = [{"input_ids": blocks[i: i + 4]} for i in range(0, len(blocks), 4)]
     compress(model, args.method, config=config, calibration=batches, progress=not args.no_progress)
-    compress_seconds = time.perf_counter() - calibrated
+    compress_seconds = time.perf_counter() - compress_started
     after = {} if evaluation is None else quality(model, tokenizer, evaluation, args, reference=before)
     size_after = model_size(model)
     report = {
