@@ -133,7 +133,7 @@ def compress_and_report(args: argparse.Namespace, config, calib_text: str | None
     from ..data.text import corpus_text, token_blocks
     from ..io import save_model
     from ..models import load
-    from .quality import quality
+    from .quality import is_causal_lm, pooled_outputs, quality
 
     started = time.perf_counter()
     model, tokenizer = load(args.model)
@@ -143,7 +143,8 @@ def compress_and_report(args: argparse.Namespace, config, calib_text: str | None
     evaluation = None if args.no_eval else token_blocks(
         tokenizer, corpus_text("evaluation"), args.seq_len, args.eval_samples, "the bundled evaluation text")
     size_before = model_size(model)
-    before = {} if evaluation is None else quality(model, tokenizer, evaluation, args)
+    original = None if evaluation is None or is_causal_lm(model) else pooled_outputs(model, evaluation)
+    before = {} if evaluation is None else quality(model, tokenizer, evaluation, args, original)
     compress_started = time.perf_counter()
     source = args.calib or "the bundled corpus' calibration split"
     blocks = token_blocks(tokenizer, calib_text if calib_text is not None else corpus_text("calibration"),
@@ -151,7 +152,7 @@ def compress_and_report(args: argparse.Namespace, config, calib_text: str | None
     batches = [{"input_ids": blocks[i: i + 4]} for i in range(0, len(blocks), 4)]
     compress(model, args.method, config=config, calibration=batches, progress=not args.no_progress)
     compress_seconds = time.perf_counter() - compress_started
-    after = {} if evaluation is None else quality(model, tokenizer, evaluation, args, reference=before)
+    after = {} if evaluation is None else quality(model, tokenizer, evaluation, args, original)
     size_after = model_size(model)
     report = {
         "model": args.model, "method": args.method, "config": config.to_dict(),
@@ -159,7 +160,7 @@ def compress_and_report(args: argparse.Namespace, config, calib_text: str | None
                        "ratio": size_after["parameters"] / size_before["parameters"]},
         "bytes": {"before": size_before["bytes"], "after": size_after["bytes"],
                   "ratio": size_after["bytes"] / size_before["bytes"]},
-        **{key: {"before": before[key], "after": after[key]} for key in after if key in before},
+        **{key: {"before": before[key], "after": after[key]} for key in after},
         "calibration": {"source": source, "sequences": len(blocks), "length": args.seq_len},
         "seconds": {"compression": round(compress_seconds, 1),
                     "total": round(time.perf_counter() - started, 1)},
