@@ -1,1 +1,2 @@
-"""The `rankwise` command: one binary, one file per subcommand (finetune, eval, generate, methods)."""
+"""The `rankwise` command: one binary, one file per subcommand (finetune, eval, generate, methods, analyze,
+compress)."""
