@@ -17,7 +17,7 @@ class _Compact(CompressedLinear):
     def __init__(self, layer: nn.Linear):
         super().__init__()
         self.in_features, self.out_features = layer.in_features, layer.out_features
-        self.dtype = layer.weight.dtype
+        self.dtype = layer.weight.dtype  # the original weight's: what dense_weight() returns
         self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -26,9 +26,10 @@ class _Compact(CompressedLinear):
     def stored_values(self) -> int:  # one per weight (a code or a sign), plus the bias
         return self.out_features * self.in_features + (0 if self.bias is None else self.bias.numel())
 
-    def _bits(self, bits: int) -> torch.Tensor:
+    def _bits(self, bits: int, device: torch.device) -> torch.Tensor:
         """An empty buffer for `bits` per weight, packed."""
-        return torch.zeros(math.ceil(self.out_features * self.in_features * bits / 8), dtype=torch.uint8)
+        size = math.ceil(self.out_features * self.in_features * bits / 8)
+        return torch.zeros(size, dtype=torch.uint8, device=device)
 
     def _unpack(self, packed: torch.Tensor, bits: int) -> torch.Tensor:
         count = self.out_features * self.in_features
@@ -42,9 +43,9 @@ class QuantizedLinear(_Compact):
         super().__init__(layer)
         self.bits, self.group_size = bits, group_size
         groups = (self.out_features, self.in_features // group_size)
-        self.register_buffer("codes", self._bits(bits))
-        self.register_buffer("scales", torch.zeros(groups, dtype=torch.float16))
-        self.register_buffer("zeros", torch.zeros(groups, dtype=torch.uint8))
+        self.register_buffer("codes", self._bits(bits, layer.weight.device))
+        self.register_buffer("scales", torch.zeros(groups, dtype=torch.float16, device=layer.weight.device))
+        self.register_buffer("zeros", torch.zeros(groups, dtype=torch.uint8, device=layer.weight.device))
 
     @torch.no_grad()
     def quantize(self, weight: torch.Tensor) -> QuantizedLinear:
@@ -69,8 +70,9 @@ class BinaryLinear(_Compact):
 
     def __init__(self, layer: nn.Linear):
         super().__init__(layer)
-        self.register_buffer("signs", self._bits(1))
-        self.register_buffer("alpha", torch.zeros(self.out_features, dtype=self.dtype))
+        self.register_buffer("signs", self._bits(1, layer.weight.device))
+        alpha = torch.zeros(self.out_features, dtype=self.dtype, device=layer.weight.device)
+        self.register_buffer("alpha", alpha)
 
     @torch.no_grad()
     def binarize(self, weight: torch.Tensor) -> BinaryLinear:
@@ -89,8 +91,8 @@ class PrunedLinear(_Compact):
 
     def __init__(self, layer: nn.Linear, kept: int):
         super().__init__(layer)
-        self.register_buffer("mask", self._bits(1))
-        self.register_buffer("values", torch.zeros(kept, dtype=self.dtype))
+        self.register_buffer("mask", self._bits(1, layer.weight.device))
+        self.register_buffer("values", torch.zeros(kept, dtype=self.dtype, device=layer.weight.device))
 
     @torch.no_grad()
     def prune(self, weight: torch.Tensor, keep: torch.Tensor) -> PrunedLinear:

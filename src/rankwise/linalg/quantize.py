@@ -17,10 +17,11 @@ SUPPORTED_BITS = (2, 3, 4, 8)
 def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
     """Unsigned integer codes < 2^bits, flattened, packed densely into uint8 (bits per code, any bits)."""
     flat = codes.reshape(-1).to(torch.int64)
-    planes = (flat[:, None] >> torch.arange(bits - 1, -1, -1)) & 1  # (n, bits), most significant first
+    shifts = torch.arange(bits - 1, -1, -1, device=flat.device)
+    planes = (flat[:, None] >> shifts) & 1  # (n, bits), most significant first
     stream = planes.reshape(-1)
     stream = torch.cat([stream, stream.new_zeros(-stream.numel() % 8)])
-    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1])
+    weights = 1 << torch.arange(7, -1, -1, device=flat.device)
     return (stream.reshape(-1, 8) * weights).sum(1).to(torch.uint8)
 
 
@@ -66,6 +67,6 @@ def magnitude_mask(weight: torch.Tensor, sparsity: float = 0.5, n: int = 0, m: i
         keep.scatter_(-1, blocks.topk(n, dim=-1).indices, True)
         return keep.reshape(out, inp)
     kept = magnitude.numel() - int(round(sparsity * magnitude.numel()))
-    mask = torch.zeros(magnitude.numel(), dtype=torch.bool)
+    mask = torch.zeros(magnitude.numel(), dtype=torch.bool, device=magnitude.device)
     mask[magnitude.reshape(-1).topk(kept).indices] = True
     return mask.reshape(magnitude.shape)
