@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -127,6 +128,8 @@ def plot(results: dict, path: Path) -> None:
                 ax.plot(RANKS, [_ppl(rows, base, label, r) for r in RANKS], marker="o", label=label)
             ax.set(title=f"SmolLM2 {base}", xlabel="rank", ylabel="held-out perplexity", xscale="log",
                    yscale="log")
+            ax.set_xticks(RANKS, [str(r) for r in RANKS], minor=False)
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.legend(fontsize=7)
     if "budget" in results:
         ax = axes[column]
