@@ -83,18 +83,20 @@ def collect_stats(model: nn.Module, paths: Iterable[str], batches: Iterable, *, 
     stats = {path: LayerStats() for path in paths}
     # q, k and v (gate and up) are called one after another on the same input tensor: its input terms
     # are computed once. Holding the tensor keeps its identity from being reused by another one.
-    last: dict = {"input": None, "terms": {}, "calls": 0}
+    last: dict = {"input": None, "terms": {}}
+    seen: set[str] = set()
 
-    def record(layer_stats: LayerStats, x: torch.Tensor, y: torch.Tensor) -> None:
+    def record(path: str, x: torch.Tensor, y: torch.Tensor) -> None:
         if outputs or x is not last["input"]:
             last.update(input=x, terms=batch_terms(x, y, inputs, outputs))
-        layer_stats.add(last["terms"], x.numel() // x.shape[-1])
-        last["calls"] += 1
-        if last["calls"] % len(stats) == 0:
-            raise _Measured  # every layer has seen this batch: the rest of the forward (the head) is waste
+        stats[path].add(last["terms"], x.numel() // x.shape[-1])
+        seen.add(path)
+        if len(seen) == len(stats):  # every layer has seen this batch: the rest of the forward is waste
+            seen.clear()
+            raise _Measured
 
     hooks = [model.get_submodule(path).register_forward_hook(
-        lambda module, args, output, s=stats[path]: record(s, args[0], output)) for path in stats]
+        lambda module, args, output, path=path: record(path, args[0], output)) for path in stats]
     try:
         if not run_batches(model, batches, progress=progress):
             raise ConfigError("the calibration data holds no batch; give at least one sequence.")
