@@ -17,12 +17,14 @@ from .adapters import (
 from .compress import compress  # the verb; the package stays importable as rankwise.compress.<module>
 from .errors import RankwiseError
 from .io import load_adapter, save_adapter, save_model
+from .reparam import reparametrize  # the verb; the package stays importable as rankwise.reparam
 from .train import TrainConfig, finetune
 
 __all__ = [
     "ADAPTERS", "RankwiseCallback", "RankwiseError", "TrainConfig", "adapt", "analyze", "compress", "disable",
     "disabled",
-    "enable", "finetune", "hooks", "load_adapter", "merge", "save_adapter", "save_model", "set_active",
+    "enable", "finetune", "hooks", "load_adapter", "merge", "reparametrize", "save_adapter", "save_model",
+    "set_active",
     "trainable_parameters", "unload", "unmerge", "__version__",
 ]
 

@@ -7,20 +7,19 @@ import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._registry import FAMILIES, Family
+from .._registry import FAMILIES
 from ..adapters import adapt, adapter_names
 from ..adapters.lora import LoraConfig
-from ..errors import AdapterFileError, ConfigError, TargetError
-from ..io.readers import check_state
-from ..surgery import Wrapper, make_plan, replace_module
+from ..errors import ConfigError, TargetError
+from ..io.replaced_layers import ReplacedLayers
+from ..surgery import make_plan
 from .base import COMPRESSORS, CompressConfig
 from .calibration import LayerStats, collect_stats
 
-_RECORD = "_rankwise_compress"  # {name: (method, config, [paths])} on the model, for saving
+LAYERS = ReplacedLayers("compress", COMPRESSORS)  # what is installed, for saving and loading
 
 
 def compress(model: nn.Module, method: str = "svd", *, name: str = "default",
@@ -69,13 +68,11 @@ def compress(model: nn.Module, method: str = "svd", *, name: str = "default",
         raise ConfigError(f"the model already has an adapter named {method!r}, where {method}'s "
                           "compensation goes; unload it first.")
     originals = {path: model.get_submodule(path) for path in built}
-    _install(model, name, method, config, plan, built)
+    LAYERS.install(model, name, method, config, plan, built)
     try:
         cls.after_install(model, config, originals, calibration)
     except BaseException:  # a failed whole-model step (or ^C) leaves the model as it was
-        for path, layer in originals.items():
-            replace_module(model, path, layer)
-        getattr(model, _RECORD).pop(name)
+        LAYERS.uninstall(model, name, originals)
         raise
     if corrections:
         _install_compensation(model, method, corrections)
@@ -102,52 +99,8 @@ def _install_compensation(model, method: str, corrections: dict) -> None:
           source=f"{method}'s compensation")
 
 
-def _install(model, name, method, config, plan, built) -> None:
-    for path, module in built.items():
-        replace_module(model, path, module)
-    records = getattr(model, _RECORD, {})
-    records[name] = (method, config, dict(plan))
-    setattr(model, _RECORD, records)
-
-
 def installed(model: nn.Module) -> list[str]:
-    return list(getattr(model, _RECORD, {}))
+    return LAYERS.installed(model)
 
 
-def _compressed(model: nn.Module, path: str) -> nn.Module:
-    module = model.get_submodule(path)
-    return module.base if isinstance(module, Wrapper) else module  # an adapter may sit on top
-
-
-def layout(model: nn.Module, name: str) -> tuple:
-    method, config, plan = getattr(model, _RECORD)[name]
-    state = {f"{path}.{key}": value for path in plan
-             for key, value in _compressed(model, path).state_dict().items()}
-    return method, config, plan, state
-
-
-def _apply_saved(model: nn.Module, method: str, name: str, config: CompressConfig,
-                 plan: Mapping[str, CompressConfig], state: Mapping[str, torch.Tensor], source: Any) -> None:
-    """Rebuild the compressed layers' structure from the plan, check the saved tensors, then install."""
-    cls = COMPRESSORS.get(method)
-    modules = dict(model.named_modules())
-    built = {}
-    for path, layer_config in plan.items():
-        layer = modules.get(path)
-        if type(layer) is not nn.Linear:
-            raise AdapterFileError(f"{source}: {path} is not an nn.Linear of this model; the file was saved "
-                                   "for another architecture.")
-        built[path] = cls.shape(layer, layer_config)
-    expected = {f"{path}.{key}": tuple(value.shape) for path, module in built.items()
-                for key, value in module.state_dict().items()}
-    check_state(expected, state, source)
-    for path, module in built.items():
-        prefix = path + "."
-        module.load_state_dict({key[len(prefix):]: value for key, value in state.items()
-                                if key.startswith(prefix)})
-    _install(model, name, method, config, plan, built)
-
-
-FAMILIES.register("compress")(
-    Family("compress", COMPRESSORS, apply=_apply_saved, layout=layout, installed=installed, order=0,
-           replaces=True))
+FAMILIES.register("compress")(LAYERS.family())

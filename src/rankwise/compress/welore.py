@@ -38,7 +38,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..linalg.rank_selection import welore_label, welore_tau
-from .api import installed, layout
+from .api import LAYERS, installed
 from .base import CompressConfig, SvdCompressor, register
 
 
@@ -153,7 +153,7 @@ def lrc_paths(model: nn.Module, name: str = "default") -> list[str]:
     """
     if name not in installed(model):
         raise ConfigError(f"the model has no compression named {name!r}; compress it with welore first.")
-    method, _, plan, _ = layout(model, name)
+    method, _, plan, _ = LAYERS.layout(model, name)
     if method != "welore":
         raise ConfigError(f"compression {name!r} is {method}, not welore; pass the welore one's name.")
     return list(plan)

@@ -7,6 +7,7 @@ registered under its name; TrainConfig.optimizer picks one and TrainConfig.optim
 options. Projected optimizers (GaLore-style) register here too.
 """
 
+from . import projected  # noqa: F401  registers galore, dct and random
 from .registry import OPTIMIZERS, build_optimizer, optimizer_options
 
 __all__ = ["OPTIMIZERS", "build_optimizer", "optimizer_options"]

@@ -1,0 +1,21 @@
+"""Trainable low-rank and low-rank-plus-sparse parameterizations for training from scratch or continued
+training: each targeted nn.Linear becomes W = s · B A (+ S), trained as factors, through the same plan,
+files and model folders as every family. Importing this registers every method (one module per method).
+
+    rankwise.reparametrize(model, "sltrain", rank=128, density=0.03)
+    rankwise.io.save_model(model, "out/run"); rankwise.models.load("out/run")
+"""
+
+import importlib
+import pkgutil
+
+from .api import installed, reparametrize
+from .base import REPARAMS, FactorizedLinear, ReparamConfig, Reparametrizer, register
+
+_INFRASTRUCTURE = {"api", "base"}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _INFRASTRUCTURE and not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["REPARAMS", "FactorizedLinear", "ReparamConfig", "Reparametrizer", "installed", "register",
+           "reparametrize"]
