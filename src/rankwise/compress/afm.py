@@ -102,7 +102,7 @@ class Afm(Compressor):
     def shape(cls, layer: nn.Linear, config: AfmConfig) -> LowRankLinear:
         bias = torch.zeros(layer.out_features, dtype=layer.weight.dtype, device=layer.weight.device)
         return LowRankLinear(layer.in_features, layer.out_features, config.rank_for(layer), bias,
-                             layer.weight.dtype, layer.weight.device)
+                             layer.weight.dtype, layer.weight.device)  # a bias even if W had none: μ
 
     @classmethod
     def build(cls, layer: nn.Linear, config: AfmConfig, stats: LayerStats | None = None) -> LowRankLinear:

@@ -23,51 +23,17 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .._registry import Registry
 from ..linalg import svd_factors
-from ..surgery import CompressedLinear, PlanConfig
+from ..surgery import LowRankLinear, PlanConfig
 from .calibration import LayerStats
 
 
 @dataclass
 class CompressConfig(PlanConfig):
     """Which layers to compress (targets, exclude, layers_to_transform: rankwise.surgery.PlanConfig)."""
-
-
-class LowRankLinear(CompressedLinear):
-    """y = B (A x) + b: a linear layer stored as its two factors, A (rank, in) and B (out, rank)."""
-
-    def __init__(self, in_features: int, out_features: int, rank: int, bias: torch.Tensor | None,
-                 dtype: torch.dtype, device: torch.device | str = "cpu"):
-        super().__init__()
-        self.in_features, self.out_features, self.rank = in_features, out_features, rank
-        self.A = nn.Parameter(torch.empty(rank, in_features, dtype=dtype, device=device))
-        self.B = nn.Parameter(torch.empty(out_features, rank, dtype=dtype, device=device))
-        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
-
-    @classmethod
-    def like(cls, layer: nn.Linear, rank: int) -> LowRankLinear:
-        """An uninitialised rank-`rank` stand-in for `layer`: its sizes, dtype, device and bias."""
-        weight = layer.weight
-        return cls(layer.in_features, layer.out_features, rank, layer.bias, weight.dtype, weight.device)
-
-    @torch.no_grad()
-    def set_factors(self, B: torch.Tensor, A: torch.Tensor) -> LowRankLinear:
-        self.B.copy_(B)
-        self.A.copy_(A)
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.linear(x, self.A), self.B, self.bias)
-
-    def dense_weight(self) -> torch.Tensor:
-        return self.B @ self.A
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
 
 
 class Compressor:

@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .._registry import Registry
 from ..errors import ConfigError
-from ..surgery import CompressedLinear, PlanConfig
+from ..surgery import LowRankLinear, PlanConfig
 
 
 def _is_positive_int(value) -> bool:
@@ -76,39 +75,18 @@ def check_density(density) -> None:
                           f"got {density!r}.")
 
 
-class FactorizedLinear(CompressedLinear):
-    """y = scale · B (A x) + sparse(x) + b with trainable A (rank, in), B (out, rank) and bias.
+class FactorizedLinear(LowRankLinear):
+    """y = scale · B (A x) + S x + b: a trainable LowRankLinear with an optional sparse part.
 
     Subclasses with a sparse part override add_sparse (adds S x to the low-rank output, on activations)
     and sparse_weight (S as a dense matrix, for dense_weight only)."""
 
-    def __init__(self, in_features: int, out_features: int, rank: int, scale: float, bias: bool,
-                 dtype: torch.dtype, device: torch.device | str = "cpu"):
-        super().__init__()
-        self.in_features, self.out_features, self.rank, self.scale = in_features, out_features, rank, scale
-        self.A = nn.Parameter(torch.empty(rank, in_features, dtype=dtype, device=device))
-        self.B = nn.Parameter(torch.empty(out_features, rank, dtype=dtype, device=device))
-        self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype, device=device)) if bias else None
-
-    @classmethod
-    def like(cls, layer: nn.Linear, rank: int, scale: float = 1.0, **sparse) -> FactorizedLinear:
-        """An uninitialised stand-in for `layer`: its sizes, dtype, device, and a bias if it has one."""
-        weight = layer.weight
-        return cls(layer.in_features, layer.out_features, rank, scale, layer.bias is not None, weight.dtype,
-                   weight.device, **sparse)
-
     @torch.no_grad()
     def initialise(self, B: torch.Tensor, A: torch.Tensor, bias: torch.Tensor | None) -> FactorizedLinear:
         """Copy in the factors and the bias (the replaced layer's: its standard or trained initialisation)."""
-        self.B.copy_(B)
-        self.A.copy_(A)
         if self.bias is not None:
             self.bias.copy_(bias)
-        return self
-
-    def low_rank_output(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = F.linear(x, self.A)
-        return F.linear(hidden * self.scale if self.scale != 1 else hidden, self.B, self.bias)
+        return self.set_factors(B, A)
 
     def add_sparse(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return out
@@ -117,16 +95,11 @@ class FactorizedLinear(CompressedLinear):
         return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.add_sparse(self.low_rank_output(x), x)
+        return self.add_sparse(super().forward(x), x)
 
     def dense_weight(self) -> torch.Tensor:
-        weight = self.scale * (self.B @ self.A)
         sparse = self.sparse_weight()
-        return weight if sparse is None else weight + sparse
-
-    def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, "
-                f"scale={self.scale:g}, bias={self.bias is not None}")
+        return super().dense_weight() if sparse is None else super().dense_weight() + sparse
 
 
 def kaiming_uniform(shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:

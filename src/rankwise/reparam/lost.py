@@ -73,9 +73,10 @@ def lost_split(weight: torch.Tensor, rank: int, count: int, channel_dim: str = "
 class ChannelSparseLinear(FactorizedLinear):
     """B (A x) + S x + b, S non-zero only on the fixed `channels` (of the inputs or of the outputs)."""
 
-    def __init__(self, in_features: int, out_features: int, rank: int, scale: float, bias: bool,
-                 dtype: torch.dtype, device: torch.device | str = "cpu", *, count: int, channel_dim: str):
-        super().__init__(in_features, out_features, rank, scale, bias, dtype, device)
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: torch.Tensor | None,
+                 dtype: torch.dtype, device: torch.device | str = "cpu", scale: float = 1.0, *, count: int,
+                 channel_dim: str):
+        super().__init__(in_features, out_features, rank, bias, dtype, device, scale)
         self.channel_dim = channel_dim
         shape = (out_features, count) if channel_dim == "in" else (count, in_features)
         self.register_buffer("channels", torch.zeros(count, dtype=torch.long, device=device))

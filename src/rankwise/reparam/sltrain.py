@@ -67,9 +67,10 @@ class SltrainConfig(ReparamConfig):
 class RandomSparseLinear(FactorizedLinear):
     """scale · B (A x) + S x + b, S = `values` at the fixed flat positions `indices` of the (out, in) W."""
 
-    def __init__(self, in_features: int, out_features: int, rank: int, scale: float, bias: bool,
-                 dtype: torch.dtype, device: torch.device | str = "cpu", *, nonzeros: int):
-        super().__init__(in_features, out_features, rank, scale, bias, dtype, device)
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: torch.Tensor | None,
+                 dtype: torch.dtype, device: torch.device | str = "cpu", scale: float = 1.0, *,
+                 nonzeros: int):
+        super().__init__(in_features, out_features, rank, bias, dtype, device, scale)
         self.register_buffer("indices", torch.zeros(nonzeros, dtype=torch.long, device=device))
         self.values = nn.Parameter(torch.empty(nonzeros, dtype=dtype, device=device))
 

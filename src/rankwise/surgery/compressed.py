@@ -5,6 +5,7 @@ made them: LoRA trains on a quantized or factorized base (QLoRA-style) through t
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -36,6 +37,45 @@ class CompressedLinear(nn.Module):
     def stored_values(self) -> int:
         """How many numbers this layer stores, a packed code or kept weight counting as one."""
         return sum(t.numel() for t in self.parameters())
+
+
+class LowRankLinear(CompressedLinear):
+    """y = s · B (A x) + b: a linear layer stored as its two factors, A (rank, in) and B (out, rank), with
+    s = `scale` (1 for compression's factorized layers; α / r for reparam's trainable ones). The dense
+    B A is never formed in the forward."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: torch.Tensor | None,
+                 dtype: torch.dtype, device: torch.device | str = "cpu", scale: float = 1.0):
+        super().__init__()
+        self.in_features, self.out_features, self.rank, self.scale = in_features, out_features, rank, scale
+        self.A = nn.Parameter(torch.empty(rank, in_features, dtype=dtype, device=device))
+        self.B = nn.Parameter(torch.empty(out_features, rank, dtype=dtype, device=device))
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+
+    @classmethod
+    def like(cls, layer: nn.Linear, rank: int, scale: float = 1.0, **extra) -> LowRankLinear:
+        """An uninitialised rank-`rank` stand-in for `layer`: its sizes, dtype, device and bias (copied)."""
+        weight = layer.weight
+        return cls(layer.in_features, layer.out_features, rank, layer.bias, weight.dtype, weight.device,
+                   scale, **extra)
+
+    @torch.no_grad()
+    def set_factors(self, B: torch.Tensor, A: torch.Tensor) -> LowRankLinear:
+        self.B.copy_(B)
+        self.A.copy_(A)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = F.linear(x, self.A)
+        return F.linear(hidden * self.scale if self.scale != 1 else hidden, self.B, self.bias)
+
+    def dense_weight(self) -> torch.Tensor:
+        product = self.B @ self.A
+        return product * self.scale if self.scale != 1 else product
+
+    def extra_repr(self) -> str:
+        scale = f", scale={self.scale:g}" if self.scale != 1 else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}{scale}"
 
 
 def is_linear(module: nn.Module) -> bool:
