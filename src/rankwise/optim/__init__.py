@@ -8,6 +8,9 @@ options. Projected optimizers (GaLore-style) register here too.
 """
 
 from . import projected  # noqa: F401  registers galore, dct and random
+from .memory import format_memory, memory_report
 from .registry import OPTIMIZERS, build_optimizer, optimizer_options
+from .trainer import trainer_optimizer
 
-__all__ = ["OPTIMIZERS", "build_optimizer", "optimizer_options"]
+__all__ = ["OPTIMIZERS", "build_optimizer", "format_memory", "memory_report", "optimizer_options",
+           "trainer_optimizer"]

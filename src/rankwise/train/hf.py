@@ -34,18 +34,18 @@ import torch
 from transformers import TrainerCallback, TrainingArguments
 
 from ..adapters import StepContext, hooks
-from ..optim import build_optimizer as build_named
+from ..optim import trainer_optimizer
 
 
 def build_optimizer(model: torch.nn.Module, args: TrainingArguments, name: str = "adamw",
                     **options) -> torch.optim.Optimizer:
     """Optimizer `name` (rankwise.optim; AdamW by default, with the Trainer's betas and eps) over the
-    active methods' parameter groups, with the Trainer's lr and weight decay; pass it as
+    active methods' parameter groups, or the trainable weights of a model without adapters
+    (rankwise.optim.trainer_optimizer), with the Trainer's lr and weight decay; pass it as
     Trainer(optimizers=(build_optimizer(model, args), None))."""
     if name == "adamw":
         options = {"betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon, **options}
-    return build_named(name, hooks.param_groups(model, args.learning_rate), lr=args.learning_rate,
-                       weight_decay=args.weight_decay, **options)
+    return trainer_optimizer(model, name, args.learning_rate, args.weight_decay, **options)
 
 
 def first_batches(dataloader, count: int, batch_size: int, device: torch.device) -> list[dict]:
