@@ -18,8 +18,8 @@ Paper vs code (OptimAI-Lab/Memory_Efficient_Pretraining, pt_low_rank/low_rank_mo
 redraws the bias, U(±1/√out), since it discards the layer; we keep the replaced layer's bias (its own
 standard initialisation in a fresh model, its trained value otherwise; Llama has none). The code's
 options for a trainable tanh scale and dropout (off in the benchmark) are not offered.
-Weight refactorization and momentum reset (the paper's two tricks) act on these factors during training
-and are not part of the parameterization.
+Weight refactorization and momentum reset (the paper's two tricks) act on these factors during training:
+rankwise.reparam.refactor (RefactorSchedule), not part of the parameterization itself.
 """
 
 from __future__ import annotations
