@@ -60,6 +60,7 @@ def test_projected_state_matches_a_hand_count(kind, basis_bytes, transpose):
 @pytest.mark.parametrize("name, options", [
     ("adamw", {}), ("sgd", {"momentum": 0.9}), ("sgd", {}), ("galore", {"rank": 2}), ("dct", {"rank": 2}),
     ("random", {"rank": 2}), ("galore", {"rank": 200}),  # rank above every dimension: all plain AdamW
+    ("gradnorm-lorp", {"rank": 2}),
 ])
 def test_measured_state_equals_the_formula_after_one_step(name, options):
     model = make_tiny_llama().train()
@@ -71,6 +72,8 @@ def test_measured_state_equals_the_formula_after_one_step(name, options):
     expected = {key: value for key, value in report["expected"].items() if key != "optimizer_class"}
     assert report["optimizer"] == expected
     params = sum(p.numel() for p in model.parameters())
+    if name == "gradnorm-lorp":  # the formula check above is the point; its V and g are extra state
+        return
     plain = {"adamw": 2 * params, "sgd": params if options else 0, "galore": 2 * params}
     if name in {"adamw", "sgd"} or options["rank"] == 200:
         assert report["optimizer"]["moments"]["elements"] == plain[name]

@@ -12,11 +12,12 @@ from rankwise.errors import ConfigError, TargetError
 from rankwise.io import save_model
 from rankwise.models import load
 from rankwise.reparam import REPARAMS, FactorizedLinear, installed
+from rankwise.surgery import CompressedLinear
 
 from ..conftest import make_tiny_llama
 
 EXAMPLES = {"lowrank": {"rank": 4}, "sltrain": {"rank": 4, "density": 0.1},
-            "lost": {"rank": 4, "density": 0.1, "channel_dim": "out"}}
+            "lost": {"rank": 4, "density": 0.1, "channel_dim": "out"}, "sst": {"rank": 4}}
 
 
 def _logits(model, ids):
@@ -48,7 +49,7 @@ def test_a_trained_model_saves_and_loads_to_the_same_outputs(method, tmp_path, t
     records = json.loads((tmp_path / "m" / "rankwise.json").read_text())["records"]
     assert [(r["family"], r["method"]) for r in records] == [("reparam", method), ("adapter", "lora")]
     loaded, _ = load(str(tmp_path / "m"))
-    assert isinstance(loaded.model.layers[1].mlp.down_proj, FactorizedLinear)
+    assert isinstance(loaded.model.layers[1].mlp.down_proj, CompressedLinear)  # sst's is not factorized
     assert loaded.model.layers[1].mlp.down_proj.rank == 2
     torch.testing.assert_close(_logits(loaded, tiny_ids), expected, atol=0, rtol=0)
 

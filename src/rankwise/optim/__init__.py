@@ -7,7 +7,7 @@ registered under its name; TrainConfig.optimizer picks one and TrainConfig.optim
 options. Projected optimizers (GaLore-style) register here too.
 """
 
-from . import projected  # noqa: F401  registers galore, dct and random
+from . import gradnorm_lorp, projected  # noqa: F401  register gradnorm-lorp; galore, dct and random
 from .memory import format_memory, memory_report
 from .registry import OPTIMIZERS, build_optimizer, optimizer_options
 from .trainer import trainer_optimizer

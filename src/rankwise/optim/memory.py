@@ -18,6 +18,8 @@ a gradient, i.e. after one step):
     ProjectedAdamW       a projected (m, n) weight at rank r: moments 2·m·r if m >= n, else 2·r·n, in
                          the parameter's dtype; basis d·r floats (d = min(m, n); float32, float64 for
                          float64 weights) or r int64 indices for dct; others 2·numel. Its step is an int.
+    GradNormLoRP         as ProjectedAdamW for the direction V, plus, per normalized (m, n) weight: V and
+                         the magnitude g (m·n + m, counted as `other`) and g's moments (2·m)
     SGD                  momentum ≠ 0: one buffer of numel; otherwise nothing
 Any other optimizer gets no expectation (`expected` is None). Not counted: the DCT projector's shared
 d×d matrices (an lru_cache of rankwise.optim.projectors.dct_matrix, one per size, outside any state),
@@ -29,10 +31,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .gradnorm_lorp import MAGNITUDE_MOMENTS, GradNormLoRP
 from .projected import ProjectedAdamW
 from .projectors import PROJECTORS
 
-MOMENT_KEYS = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer"})
+MOMENT_KEYS = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer",
+                         *MAGNITUDE_MOMENTS.values()})
 BASIS_KEYS = frozenset(key for projector in PROJECTORS.values() for key in projector.state_keys)
 KINDS = ("moments", "bases", "other")
 
@@ -101,6 +105,9 @@ def expected_state(optimizer: torch.optim.Optimizer) -> dict[str, dict[str, int]
     sizes = {kind: _size() for kind in KINDS}
     for group in optimizer.param_groups:
         for param in group["params"]:
+            if isinstance(optimizer, GradNormLoRP) and optimizer.is_normalized(param, group):
+                _add(sizes["other"], param.numel() + param.shape[0], param.element_size())  # V and g
+                _add(sizes["moments"], 2 * param.shape[0], param.element_size())  # g's moments
             if isinstance(optimizer, ProjectedAdamW) and optimizer.is_projected(param, group):
                 _projected_expectation(param, group, sizes)
             elif isinstance(optimizer, torch.optim.SGD):

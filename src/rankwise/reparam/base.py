@@ -5,7 +5,7 @@ A parameterization replaces a layer's dense weight W by trainable factors, for t
     plan   = rankwise.surgery.make_plan(model, config)            # {path: that layer's config}
     module = Reparametrizer.build(layer, layer_config, generator)  # the factory (may read layer.weight)
     empty  = Reparametrizer.shape(layer, layer_config)             # the same structure, for loading
-Every module is a FactorizedLinear,
+The low-rank(+sparse) methods (lowrank, sltrain, lost) build a FactorizedLinear,
     y = s · B (A x) + S x + b,      A (r, in), B (out, r), s = the method's scale, S its sparse part,
 computed on activations: the low-rank product B A is never formed in a forward. A, B, b and S's values
 are nn.Parameters (they train); where a sparse part's support is fixed (SLTrain's random positions,

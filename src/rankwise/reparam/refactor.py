@@ -110,6 +110,11 @@ class RefactorSchedule:
             raise ConfigError(f"the model has no parameterization named {name!r} (it has "
                               f"{installed(model) or 'none'}); call rankwise.reparametrize first.")
         self.model, self.name = model, name
+        if type(self) is RefactorSchedule and not all(isinstance(m, FactorizedLinear)
+                                                      for m in self.layers().values()):
+            method = getattr(model, LAYERS.attribute)[name][0]
+            raise ConfigError(f"the parameterization {name!r} ({method}) has no B A factors to refactorize; "
+                              "RefactorSchedule is for lowrank, sltrain and lost (SST has SstSchedule).")
 
     def layers(self) -> dict[str, FactorizedLinear]:
         """{path: the parameterization's layer}, looked up now (an adapter may wrap it)."""
