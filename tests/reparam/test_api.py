@@ -17,7 +17,8 @@ from rankwise.surgery import CompressedLinear
 from ..conftest import make_tiny_llama
 
 EXAMPLES = {"lowrank": {"rank": 4}, "sltrain": {"rank": 4, "density": 0.1},
-            "lost": {"rank": 4, "density": 0.1, "channel_dim": "out"}, "sst": {"rank": 4}}
+            "lost": {"rank": 4, "density": 0.1, "channel_dim": "out"}, "sst": {"rank": 4},
+            "relora": {"rank": 4}}
 
 
 def _logits(model, ids):

@@ -12,12 +12,14 @@ import pkgutil
 from .api import installed, reparametrize
 from .base import REPARAMS, FactorizedLinear, ReparamConfig, Reparametrizer, register
 from .refactor import RefactorSchedule, refactorize, reset_momentum
+from .relora import ReloraSchedule
 from .sst import SstSchedule
 
-_INFRASTRUCTURE = {"api", "base", "refactor", "sst"}  # sst is imported above
+_INFRASTRUCTURE = {"api", "base", "refactor", "relora", "sst"}  # relora and sst are imported above
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _INFRASTRUCTURE and not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["REPARAMS", "FactorizedLinear", "RefactorSchedule", "ReparamConfig", "Reparametrizer",
-           "SstSchedule", "installed", "refactorize", "register", "reparametrize", "reset_momentum"]
+__all__ = ["REPARAMS", "FactorizedLinear", "RefactorSchedule", "ReloraSchedule", "ReparamConfig",
+           "Reparametrizer", "SstSchedule", "installed", "refactorize", "register", "reparametrize",
+           "reset_momentum"]
