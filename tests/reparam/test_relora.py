@@ -14,9 +14,8 @@ from rankwise.errors import ConfigError
 from rankwise.io import save_model
 from rankwise.models import load
 from rankwise.reparam import ReloraSchedule
-from rankwise.reparam.base import kaiming_uniform
+from rankwise.reparam.base import kaiming_uniform, round_generator
 from rankwise.reparam.relora import ReloraLinear, jagged_cosine
-from rankwise.reparam.sst import round_generator
 
 from ..conftest import make_tiny_llama
 

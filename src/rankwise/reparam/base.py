@@ -16,6 +16,7 @@ inits; it is rebuilt on each access and never trained.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -100,6 +101,14 @@ class FactorizedLinear(LowRankLinear):
     def dense_weight(self) -> torch.Tensor:
         sparse = self.sparse_weight()
         return super().dense_weight() if sparse is None else super().dense_weight() + sparse
+
+
+def round_generator(seed: int, round_number: int, path: str) -> torch.Generator:
+    """A CPU generator that is a pure function of (seed, round, the layer's path in the model), for the
+    draws a schedule makes during training (SST's resampling, ReLoRA's restarts): resumed and
+    data-parallel runs draw the same, whatever the global RNG holds."""
+    digest = hashlib.blake2b(f"{seed}/{round_number}/{path}".encode(), digest_size=8).digest()
+    return torch.Generator(device="cpu").manual_seed(int.from_bytes(digest, "little"))
 
 
 def kaiming_uniform(shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:

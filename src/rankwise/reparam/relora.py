@@ -58,9 +58,9 @@ from .base import (
     check_alpha,
     kaiming_uniform,
     register,
+    round_generator,
 )
 from .refactor import RefactorSchedule, reset_momentum
-from .sst import round_generator
 
 DEFAULT_RESET_EVERY = 2000  # optimizer steps between merges (the code's 130M paper script)
 DEFAULT_RESTART_WARMUP = 100  # LR warmup steps after each restart (the paper: 50-100)

@@ -36,7 +36,6 @@ reparametrize's seeded generator (plan order), later rounds from (seed, round, p
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -49,7 +48,7 @@ from ..linalg import truncated_svd
 from ..linalg.lowrank_product import product_svd
 from ..surgery import CompressedLinear
 from .api import LAYERS
-from .base import ReparamConfig, Reparametrizer, _is_positive_int, register
+from .base import ReparamConfig, Reparametrizer, _is_positive_int, register, round_generator
 from .refactor import RefactorSchedule, reset_momentum
 
 DEFAULT_ROUND_LENGTH = 200  # T₁: optimizer steps per round
@@ -176,12 +175,6 @@ def sample_pairs(sigma: torch.Tensor, count: int, generator: torch.Generator) ->
     rest = (probabilities == 0).nonzero().flatten()  # too few positive σ: all of them, then uniformly
     filler = rest[torch.randperm(rest.numel(), generator=generator)[: count - positive.numel()]]
     return torch.cat([positive, filler]).sort().values
-
-
-def round_generator(seed: int, round_number: int, path: str) -> torch.Generator:
-    """A CPU generator that is a pure function of (seed, round, the layer's path in the model)."""
-    digest = hashlib.blake2b(f"sst/{seed}/{round_number}/{path}".encode(), digest_size=8).digest()
-    return torch.Generator(device="cpu").manual_seed(int.from_bytes(digest, "little"))
 
 
 @register("sst")
