@@ -16,7 +16,7 @@ from rankwise.optim.projectors import project, project_back
 from rankwise.train.checkpoint import flatten_optimizer, unflatten_optimizer
 
 from ..conftest import make_tiny_llama
-from .test_projected import SHAPES, _quadratic_loss, _randn, _tiny_run, _train
+from .test_projected import SHAPES, _fit_both, _quadratic_loss, _randn, _tiny_run, _train
 
 
 def _steps(weight, optimizer, loss, steps):
@@ -144,12 +144,7 @@ def test_plain_parameters_get_exactly_torch_adamw():
     plain = [model[0].weight, model[0].bias, *model[3].parameters()]
     references = [twin[0].weight, twin[0].bias, *twin[3].parameters()]
     theirs = torch.optim.AdamW(references, lr=0.01, weight_decay=0.1)
-    x, y = _randn(16, 4).float(), _randn(16, 3, seed=1).float()
-    for net, optimizer in ((model, ours), (twin, theirs)):
-        for _ in range(5):
-            optimizer.zero_grad()
-            nn.functional.mse_loss(net(x), y).backward()
-            optimizer.step()
+    _fit_both((model, ours), (twin, theirs))
     for mine, reference in zip(plain, references, strict=True):
         assert torch.equal(mine, reference)
         assert set(ours.state[mine]) == {"step", "exp_avg", "exp_avg_sq"}

@@ -29,6 +29,16 @@ def _randn(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
+def _fit_both(*runs: tuple[nn.Module, torch.optim.Optimizer], steps: int = 5) -> None:
+    """Five steps of each (network, optimizer) on the same small regression."""
+    x, y = _randn(16, 4).float(), _randn(16, 3, seed=1).float()
+    for net, optimizer in runs:
+        for _ in range(steps):
+            optimizer.zero_grad()
+            nn.functional.mse_loss(net(x), y).backward()
+            optimizer.step()
+
+
 def _quadratic_loss(shape, seed=1):
     """L(W) = ½‖A W B − C‖², whose gradient changes with W, so trajectories are not trivial. A and B have
     full column/row rank: a direction with an exactly zero gradient would make Adam's first step turn
@@ -184,12 +194,7 @@ def test_plain_parameters_get_exactly_torch_adamw():
                            {"params": model[2].parameters(), "rank": 5, "projector": "dct"},  # (3, 8)
                            {"params": model[3].parameters()}], lr=0.01, weight_decay=0.1)
     theirs = torch.optim.AdamW(twin.parameters(), lr=0.01, weight_decay=0.1)
-    x, y = _randn(16, 4).float(), _randn(16, 3, seed=1).float()
-    for net, optimizer in ((model, ours), (twin, theirs)):
-        for _ in range(5):
-            optimizer.zero_grad()
-            nn.functional.mse_loss(net(x), y).backward()
-            optimizer.step()
+    _fit_both((model, ours), (twin, theirs))
     for mine, reference in zip(model.parameters(), twin.parameters(), strict=True):
         assert torch.equal(mine, reference)  # the same arithmetic as torch's single-tensor AdamW, bit for bit
         assert set(ours.state[mine]) == {"step", "exp_avg", "exp_avg_sq"}

@@ -13,13 +13,12 @@ from tqdm.auto import tqdm
 from .._registry import FAMILIES
 from ..adapters import adapt, adapter_names
 from ..adapters.lora import LoraConfig
-from ..errors import ConfigError, TargetError
+from ..errors import ConfigError
 from ..io.replaced_layers import ReplacedLayers
-from ..surgery import make_plan
 from .base import COMPRESSORS, CompressConfig
 from .calibration import LayerStats, collect_stats
 
-LAYERS = ReplacedLayers("compress", COMPRESSORS)  # what is installed, for saving and loading
+LAYERS = ReplacedLayers("compress", COMPRESSORS, "compression", "compresses")  # plans, records, loading
 
 
 def compress(model: nn.Module, method: str = "svd", *, name: str = "default",
@@ -35,16 +34,7 @@ def compress(model: nn.Module, method: str = "svd", *, name: str = "default",
     it as a LoRA adapter named after the method (rankwise.adapters.adapter_names). Every layer is built
     before any is replaced, so a bad setting leaves the model as it was.
     """
-    cls = COMPRESSORS.get(method)
-    if config is None:
-        config = cls.config_class.create(method, **fields)
-    if name in installed(model):
-        raise ConfigError(f"the model already has a compression named {name!r}; pick another name.")
-    plan = make_plan(model, config)
-    for path in plan:
-        layer = model.get_submodule(path)
-        if type(layer) is not nn.Linear:
-            raise TargetError(f"{path} is a {type(layer).__name__}; {method} compresses nn.Linear layers.")
+    cls, config, plan = LAYERS.plan(model, method, name, config, fields)
     plan = cls.plan_ranks(model, config, plan)
     if not plan:  # nothing worth compressing (e.g. WeLore at tau=0): no record, which could not be saved
         warnings.warn(f"{method} kept every targeted layer as it is; the model is unchanged.", stacklevel=2)

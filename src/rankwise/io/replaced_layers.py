@@ -12,15 +12,32 @@ import torch
 from torch import nn
 
 from .._registry import Family, Registry
-from ..errors import AdapterFileError
-from ..surgery import Wrapper, replace_module
+from ..errors import AdapterFileError, ConfigError, TargetError
+from ..surgery import Wrapper, make_plan, replace_module
 from .readers import check_state
 
 
 class ReplacedLayers:
-    def __init__(self, family: str, methods: Registry):
-        self.name, self.methods = family, methods
+    def __init__(self, family: str, methods: Registry, noun: str, verb: str):
+        # noun and verb name it in messages: "compression", "compresses"
+        self.name, self.methods, self.noun, self.verb = family, methods, noun, verb
         self.attribute = f"_rankwise_{family}"  # {name: (method, config, {path: layer config})} on the model
+
+    def plan(self, model: nn.Module, method: str, name: str, config: Any, fields: Mapping[str, Any]):
+        """(method class, config, plan) for a new install `name`: the config made from `fields` unless
+        given, and its plan, every planned module checked to be an nn.Linear; nothing is changed yet."""
+        cls = self.methods.get(method)
+        if config is None:
+            config = cls.config_class.create(method, **fields)
+        if name in self.installed(model):
+            raise ConfigError(f"the model already has a {self.noun} named {name!r}; pick another name.")
+        plan = make_plan(model, config)
+        for path in plan:
+            layer = model.get_submodule(path)
+            if type(layer) is not nn.Linear:
+                raise TargetError(f"{path} is a {type(layer).__name__}; {method} {self.verb} nn.Linear "
+                                  "layers (exclude it; adapters go on after).")
+        return cls, config, plan
 
     def install(self, model: nn.Module, name: str, method: str, config: Any, plan: Mapping[str, Any],
                 built: Mapping[str, nn.Module]) -> None:

@@ -60,7 +60,6 @@ from .projected import (
     _projected,
     adamw_update,
 )
-from .projectors import PROJECTORS
 from .registry import OPTIMIZERS
 
 MAGNITUDE_MOMENTS = {"exp_avg": "magnitude_exp_avg", "exp_avg_sq": "magnitude_exp_avg_sq"}
@@ -105,13 +104,7 @@ class GradNormLoRP(ProjectedAdamW):
         direction, magnitude = state["direction"], state["magnitude"]
         grad_direction, grad_magnitude = weight_norm_gradients(param.grad, direction, magnitude)
         done = state.get("step", 0)
-        basis = None
-        if self.is_projected(param, group):
-            # GaLore's schedule (steps 1, T+1, ...), as ProjectedAdamW, on the direction's gradient.
-            projector = PROJECTORS[group["projector"]]
-            if done % group["update_interval"] == 0 or any(key not in state for key in projector.state_keys):
-                state.update(projector.refresh(grad_direction, group["rank"], group["seed"], done, index))
-            basis = projector.basis(state, param)
+        basis = self.basis_for(param, grad_direction, group, index)  # chosen from the direction's gradient
         settings = {"lr": group["lr"], "betas": group["betas"], "eps": group["eps"],
                     "weight_decay": group["weight_decay"]}
         adamw_update(direction, grad_direction, state, basis=basis, scale=group["scale"], **settings)

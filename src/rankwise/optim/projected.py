@@ -145,16 +145,22 @@ class ProjectedAdamW(torch.optim.Optimizer):
                 self._step_parameter(param, group, index)
         return loss
 
+    def basis_for(self, param: torch.Tensor, grad: torch.Tensor, group: dict, index: int):
+        """The projection basis for this step (None: not projected), chosen from `grad` anew on GaLore's
+        schedule (steps 1, T+1, 2T+1, ...) or when the state holds none."""
+        if not self.is_projected(param, group):
+            return None
+        state, projector = self.state[param], PROJECTORS[group["projector"]]
+        done = state.get("step", 0)
+        if done % group["update_interval"] == 0 or any(key not in state for key in projector.state_keys):
+            state.update(projector.refresh(grad, group["rank"], group["seed"], done, index))
+        return projector.basis(state, param)
+
     def _step_parameter(self, param: torch.Tensor, group: dict, index: int) -> None:
-        state, basis = self.state[param], None
-        if self.is_projected(param, group):
-            projector = PROJECTORS[group["projector"]]
-            done = state.get("step", 0)
-            if done % group["update_interval"] == 0 or any(key not in state for key in projector.state_keys):
-                state.update(projector.refresh(param.grad, group["rank"], group["seed"], done, index))
-            basis = projector.basis(state, param)
-        adamw_update(param, param.grad, state, lr=group["lr"], betas=group["betas"], eps=group["eps"],
-                     weight_decay=group["weight_decay"], basis=basis, scale=group.get("scale", 1.0))
+        basis = self.basis_for(param, param.grad, group, index)
+        adamw_update(param, param.grad, self.state[param], lr=group["lr"], betas=group["betas"],
+                     eps=group["eps"], weight_decay=group["weight_decay"], basis=basis,
+                     scale=group.get("scale", 1.0))
 
     def load_state_dict(self, state_dict: dict) -> None:
         """torch's load, except that the basis keeps its saved dtype (torch casts every floating state

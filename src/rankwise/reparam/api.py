@@ -9,12 +9,11 @@ import torch
 from torch import nn
 
 from .._registry import FAMILIES
-from ..errors import ConfigError, TargetError
+from ..errors import ConfigError
 from ..io.replaced_layers import ReplacedLayers
-from ..surgery import make_plan
 from .base import REPARAMS, ReparamConfig
 
-LAYERS = ReplacedLayers("reparam", REPARAMS)  # what is installed, for saving and loading
+LAYERS = ReplacedLayers("reparam", REPARAMS, "parameterization", "reparametrizes")  # plans, records, loading
 
 
 def reparametrize(model: nn.Module, method: str = "lowrank", *, name: str = "default",
@@ -28,21 +27,12 @@ def reparametrize(model: nn.Module, method: str = "lowrank", *, name: str = "def
     replaced, so a bad setting leaves the model as it was. The new parameters require gradients; the
     rest of the model is left as it is (train it too for pretraining).
     """
-    cls = REPARAMS.get(method)
-    if config is None:
-        config = cls.config_class.create(method, **fields)
-    if name in installed(model):
-        raise ConfigError(f"the model already has a parameterization named {name!r}; pick another name.")
-    plan = make_plan(model, config)
+    cls, config, plan = LAYERS.plan(model, method, name, config, fields)
     generator = torch.Generator().manual_seed(config.seed)
     built = {}
     for path, layer_config in plan.items():
-        layer = model.get_submodule(path)
-        if type(layer) is not nn.Linear:
-            raise TargetError(f"{path} is a {type(layer).__name__}; {method} reparametrizes nn.Linear layers "
-                              "(exclude it, or apply adapters after reparametrizing).")
         try:
-            built[path] = cls.build(layer, layer_config, generator)
+            built[path] = cls.build(model.get_submodule(path), layer_config, generator)
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
     LAYERS.install(model, name, method, config, plan, built)

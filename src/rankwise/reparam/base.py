@@ -82,13 +82,6 @@ class FactorizedLinear(LowRankLinear):
     Subclasses with a sparse part override add_sparse (adds S x to the low-rank output, on activations)
     and sparse_weight (S as a dense matrix, for dense_weight only)."""
 
-    @torch.no_grad()
-    def initialise(self, B: torch.Tensor, A: torch.Tensor, bias: torch.Tensor | None) -> FactorizedLinear:
-        """Copy in the factors and the bias (the replaced layer's: its standard or trained initialisation)."""
-        if self.bias is not None:
-            self.bias.copy_(bias)
-        return self.set_factors(B, A)
-
     def add_sparse(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return out
 

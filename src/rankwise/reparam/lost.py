@@ -114,4 +114,4 @@ class Lost(Reparametrizer):
         with torch.no_grad():
             module.channels.copy_(channels)
             module.block.copy_(block)
-        return module.initialise(B, A, layer.bias)
+        return module.set_factors(B, A)  # the bias: the layer's, copied by like()

@@ -77,4 +77,4 @@ class Lowrank(Reparametrizer):
         else:
             A = kaiming_uniform((module.rank, module.in_features), generator)
             B = kaiming_uniform((module.out_features, module.rank), generator)
-        return module.initialise(B, A, layer.bias)
+        return module.set_factors(B, A)  # the bias: the layer's, copied by like()

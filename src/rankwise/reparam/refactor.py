@@ -43,6 +43,7 @@ exactly zero (SLTrain's B = 0 before training) is left as it is, since balancing
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -121,19 +122,30 @@ class RefactorSchedule:
         plan = getattr(self.model, LAYERS.attribute)[self.name][2]
         return {path: LAYERS.module(self.model, path) for path in plan}
 
+    @staticmethod
+    def step_and_optimizer(step: StepContext | int, optimizer=None) -> tuple[int, Any]:
+        """(optimizer steps taken, the optimizer): `optimizer`, else the StepContext's."""
+        if optimizer is None and isinstance(step, StepContext):
+            optimizer = step.optimizer
+        return int(getattr(step, "step", step)), optimizer
+
+    @staticmethod
+    def require_optimizer(optimizer, what: str, number: int) -> None:
+        """A step that resets optimizer state needs the optimizer; refused before anything changes."""
+        if optimizer is None:
+            raise ConfigError(f"{what} is due at step {number} but no optimizer was given: call "
+                              "after_step(step, optimizer), or pass a StepContext holding the optimizer.")
+
     def after_step(self, step: StepContext | int, optimizer=None) -> tuple[str, ...]:
         """Run what is due after optimizer step `step`; returns it: () or some of ("refactorize", "reset").
 
         The optimizer is `optimizer`, else the StepContext's; a reset without one is a ConfigError,
         raised before anything changes."""
-        number = int(getattr(step, "step", step))
-        if optimizer is None and isinstance(step, StepContext):
-            optimizer = step.optimizer
+        number, optimizer = self.step_and_optimizer(step, optimizer)
         refactor = self.refactor_every is not None and number % self.refactor_every == 0
         reset = self.reset_every is not None and number % self.reset_every == 0
-        if reset and optimizer is None:
-            raise ConfigError(f"momentum reset is due at step {number} but no optimizer was given: call "
-                              "after_step(step, optimizer), or pass a StepContext holding the optimizer.")
+        if reset:
+            self.require_optimizer(optimizer, "momentum reset", number)
         layers = self.layers().values()
         if refactor:
             for module in layers:

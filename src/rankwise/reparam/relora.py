@@ -179,7 +179,7 @@ class Relora(Reparametrizer):
         with torch.no_grad():
             module.base_weight.copy_(layer.weight)
         A = kaiming_uniform((module.rank, module.in_features), generator)
-        return module.initialise(torch.zeros(module.out_features, module.rank), A, layer.bias)
+        return module.set_factors(torch.zeros(module.out_features, module.rank), A)
 
 
 class ReloraSchedule(RefactorSchedule):
@@ -215,14 +215,10 @@ class ReloraSchedule(RefactorSchedule):
     def after_step(self, step: StepContext | int, optimizer=None) -> tuple[str, ...]:
         """Restart when due; returns () or ("merge", "reinit", "prune") (("merge", "reinit", "reset") with
         prune_ratio=None)."""
-        number = int(getattr(step, "step", step))
-        if optimizer is None and isinstance(step, StepContext):
-            optimizer = step.optimizer
+        number, optimizer = self.step_and_optimizer(step, optimizer)
         if number % self.reset_every != 0:
             return ()
-        if optimizer is None:
-            raise ConfigError(f"a ReLoRA restart is due at step {number} but no optimizer was given: call "
-                              "after_step(step, optimizer), or pass a StepContext holding the optimizer.")
+        self.require_optimizer(optimizer, "a ReLoRA restart", number)
         layers = self.layers()
         for path, module in layers.items():  # restart k draws from (seed, k, path): sst's generator
             module.restart(round_generator(self.seed, number // self.reset_every, path))

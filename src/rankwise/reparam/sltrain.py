@@ -112,4 +112,4 @@ class Sltrain(Reparametrizer):
         with torch.no_grad():
             module.indices.copy_(indices)
             module.values.copy_(values)
-        return module.initialise(B, A, layer.bias)
+        return module.set_factors(B, A)  # the bias: the layer's, copied by like()

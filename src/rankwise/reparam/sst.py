@@ -217,14 +217,10 @@ class SstSchedule(RefactorSchedule):
 
     def after_step(self, step: StepContext | int, optimizer=None) -> tuple[str, ...]:
         """Run a round's end when it is due; returns () or ("redecompose", "resample", "reset")."""
-        number = int(getattr(step, "step", step))
-        if optimizer is None and isinstance(step, StepContext):
-            optimizer = step.optimizer
+        number, optimizer = self.step_and_optimizer(step, optimizer)
         if number % self.refactor_every != 0:
             return ()
-        if optimizer is None:
-            raise ConfigError(f"an SST round ends at step {number} but no optimizer was given: call "
-                              "after_step(step, optimizer), or pass a StepContext holding the optimizer.")
+        self.require_optimizer(optimizer, "an SST round's end", number)
         layers = self.layers()
         for path, module in layers.items():
             module.redecompose()
