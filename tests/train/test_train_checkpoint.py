@@ -54,7 +54,7 @@ def test_checkpoint_holds_everything_needed_and_no_pickle(tmp_path):
     assert state["scheduler"]["last_epoch"] == 4
     assert set(state["rng_tensors"]) == {"rank0.torch"} and len(state["rng"]) == 1
     final = adapter_tensors(model)
-    assert all(torch.equal(state["adapter"][k], final[k]) for k in final)
+    assert all(torch.equal(state["weights"]["adapter/adapter.safetensors"][k], final[k]) for k in final)
     manifest = json.loads((latest / "manifest.json").read_text())
     assert set(manifest["files"]) == set(files) - {"manifest.json"}
 

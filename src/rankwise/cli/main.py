@@ -10,10 +10,10 @@ import argparse
 import sys
 
 from ..errors import RankwiseError
-from . import analyze, compress, finetune, generate, methods
+from . import analyze, compress, finetune, generate, methods, pretrain
 from . import eval as eval_cmd
 
-COMMANDS = [finetune, eval_cmd, generate, methods, analyze, compress]
+COMMANDS = [finetune, pretrain, eval_cmd, generate, methods, analyze, compress]
 
 
 class Parser(argparse.ArgumentParser):

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import time
 
 import torch
 
@@ -107,12 +108,14 @@ def _check_group(group: dict) -> None:
 
 class ProjectedAdamW(torch.optim.Optimizer):
     """AdamW with GaLore-style low-rank projected moments for groups that set `rank`; see the module
-    docstring for the rule, the state and the defaults. `seed` seeds the random projector only."""
+    docstring for the rule, the state and the defaults. `seed` seeds the random projector only.
+    `projection_seconds` adds up the wall time spent choosing bases (a diagnostic, never saved)."""
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, seed: int = 0):
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay, "seed": seed}
         super().__init__(params, defaults)
+        self.projection_seconds = 0.0
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
@@ -153,7 +156,9 @@ class ProjectedAdamW(torch.optim.Optimizer):
         state, projector = self.state[param], PROJECTORS[group["projector"]]
         done = state.get("step", 0)
         if done % group["update_interval"] == 0 or any(key not in state for key in projector.state_keys):
+            started = time.perf_counter()
             state.update(projector.refresh(grad, group["rank"], group["seed"], done, index))
+            self.projection_seconds += time.perf_counter() - started
         return projector.basis(state, param)
 
     def _step_parameter(self, param: torch.Tensor, group: dict, index: int) -> None:

@@ -1,7 +1,9 @@
 """Training checkpoints: safetensors + JSON only, committed atomically, verified before use.
 
 Layout of one checkpoint, <output_dir>/checkpoints/step-000050/:
-    adapter/adapter.safetensors, adapter.json   the adapter (save_adapter; loadable on its own)
+    adapter/adapter.safetensors, adapter.json   the adapter (save_adapter; loadable on its own), or
+    model.safetensors                           the whole model's tensors, for a model trained whole
+                                                (rankwise.train.trainee says which and how)
     optimizer.safetensors                       every optimizer state tensor, "state.<param index>.<name>"
     rng.safetensors                             torch CPU/CUDA generators: "rank<r>.torch", "rank<r>.cuda<i>"
     trainer_state.json                          step, data position, scheduler, optimizer param groups and
@@ -31,8 +33,8 @@ from ..errors import AdapterFileError
 from ..io.readers import load_tensors, read_json, sha256_file
 
 FORMAT = "rankwise-checkpoint/1"
-REQUIRED_FILES = {"trainer_state.json", "optimizer.safetensors", "rng.safetensors",
-                  "adapter/adapter.safetensors"}
+REQUIRED_FILES = {"trainer_state.json", "optimizer.safetensors", "rng.safetensors"}
+WEIGHT_FILES = ("adapter/adapter.safetensors", "model.safetensors")  # a checkpoint holds at least one
 _STEP_DIR = re.compile(r"step-(\d+)")
 
 
@@ -92,10 +94,10 @@ def restore_rng(rank: int, tensors: dict[str, torch.Tensor], rest: dict) -> None
 
 
 # --- writing -----------------------------------------------------------------------------------------------
-def write_checkpoint(model, name: str, output_dir: str | Path, step: int, optimizer_state: dict,
+def write_checkpoint(save_weights, output_dir: str | Path, step: int, optimizer_state: dict,
                      rng: list[tuple[dict, dict]], trainer_state: dict) -> Path:
-    """Commit one checkpoint folder (main process only); `rng` holds one (tensors, rest) per process."""
-    from ..io import save_adapter
+    """Commit one checkpoint folder (main process only). `save_weights(folder)` writes the trained
+    tensors (a trainee's save); `rng` holds one (tensors, rest) per process."""
     from ..io.atomic import atomic_directory, save_tensors, write_json
 
     target = checkpoint_root(output_dir) / f"step-{step:06d}"
@@ -105,7 +107,7 @@ def write_checkpoint(model, name: str, output_dir: str | Path, step: int, optimi
     state = dict(trainer_state, step=step, optimizer=opt_rest, rng=[rest for _, rest in rng])
     with atomic_directory(target) as tmp:
         tmp = Path(tmp)
-        save_adapter(model, tmp / "adapter", name)
+        save_weights(tmp)
         save_tensors(tmp / "optimizer.safetensors", opt_tensors, {"format": FORMAT})
         save_tensors(tmp / "rng.safetensors", rng_tensors, {"format": FORMAT})
         write_json(tmp / "trainer_state.json", state)
@@ -157,9 +159,9 @@ def verify_checkpoint(path: str | Path) -> dict:
                                "save?); resume from an earlier one or with resume=latest.")
     manifest = read_json(manifest_path)
     files = manifest.get("files")
-    if not isinstance(files, dict) or not REQUIRED_FILES <= set(files):
-        raise AdapterFileError(f"{manifest_path} does not list {sorted(REQUIRED_FILES)}; the checkpoint is "
-                               "damaged.")
+    if not isinstance(files, dict) or not REQUIRED_FILES <= set(files) or not set(WEIGHT_FILES) & set(files):
+        raise AdapterFileError(f"{manifest_path} does not list {sorted(REQUIRED_FILES)} and one of "
+                               f"{list(WEIGHT_FILES)}; the checkpoint is damaged.")
     for rel, entry in files.items():
         well_formed = (isinstance(entry, dict) and isinstance(entry.get("bytes"), int)
                        and isinstance(entry.get("sha256"), str) and not Path(rel).is_absolute()
@@ -230,7 +232,8 @@ def resolve_resume(resume: str, output_dir: str | Path) -> Path | None:
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """Everything needed to continue: trainer state, flat tensors, and the adapter tensors by module path."""
+    """Everything needed to continue: trainer state, flat tensors, and "weights": {file: its tensors} for
+    the weight files the checkpoint holds (the adapter's by module path, or the whole model's)."""
     path = Path(path)
     verify_checkpoint(path)
     state = read_json(path / "trainer_state.json")
@@ -251,5 +254,6 @@ def read_checkpoint(path: str | Path) -> dict:
         raise AdapterFileError(f"{path / 'trainer_state.json'} is not a rankwise checkpoint's state "
                                f"({type(err).__name__}: {err}); resume from another checkpoint.") from None
     state["rng_tensors"] = load_tensors(path / "rng.safetensors")[0]
-    state["adapter"] = load_tensors(path / "adapter" / "adapter.safetensors")[0]
+    state["weights"] = {file: load_tensors(path / file)[0] for file in WEIGHT_FILES
+                        if (path / file).is_file()}
     return state

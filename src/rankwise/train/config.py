@@ -83,7 +83,7 @@ class TrainConfig:
         if self.optimizer_config is None:
             self.optimizer_config = {}
         for f in dataclasses.fields(self):
-            setattr(self, f.name, _checked_type(f.name, getattr(self, f.name), FIELD_TYPES[f.name]))
+            setattr(self, f.name, checked_type(f.name, getattr(self, f.name), FIELD_TYPES[f.name]))
         _check_values(self)
 
     def adapter_config(self):
@@ -177,7 +177,7 @@ def _unknown_key_message(key: str, method: str) -> str:
     return f"unknown config key {key!r}{hint}"
 
 
-def _checked_type(name: str, value: Any, hint: Any) -> Any:
+def checked_type(name: str, value: Any, hint: Any) -> Any:
     allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     for kind in allowed:
         base = typing.get_origin(kind) or kind
@@ -196,7 +196,7 @@ def _checked_type(name: str, value: Any, hint: Any) -> Any:
     raise ConfigError(f"{name} must be {names}, got {value!r} ({type(value).__name__}).")
 
 
-def _usable(path: str, check) -> bool:
+def usable_path(path: str, check) -> bool:
     """check(Path(path)) for a user's path; False when the OS refuses the name itself (too long, an
     unknown ~user), which pathlib raises rather than answers."""
     try:
@@ -234,7 +234,7 @@ def _check_values(c: TrainConfig) -> None:
             "give exactly one of task=<bundled task> or data=<file.jsonl>"
             + (", not both." if c.task else "."))
     for path in _as_list(c.data) + _as_list(c.eval_data):
-        require(_usable(path, Path.is_file), f"no file at {path!r}; check the path.")
+        require(usable_path(path, Path.is_file), f"no file at {path!r}; check the path.")
     require(c.eval_data is None or c.data is not None,
             "eval_data goes with data=; a task has its own test split.")
     if isinstance(c.task, list) or isinstance(c.data, list):
@@ -244,12 +244,12 @@ def _check_values(c: TrainConfig) -> None:
         require(c.resume is None, "a sequence of tasks cannot resume; run it again from the start.")
     from ..models import EMBEDDED
 
-    require(c.model in EMBEDDED or _usable(c.model, Path.exists),
+    require(c.model in EMBEDDED or usable_path(c.model, Path.exists),
             f"unknown model {c.model!r}: use one of {', '.join(EMBEDDED)} or a local Hugging Face folder.")
     from ..models import require_causal_lm
 
     require_causal_lm(c.model, "finetune")
-    require(_usable(c.output_dir, lambda p: p.exists() or True),
+    require(usable_path(c.output_dir, lambda p: p.exists() or True),
             f"output_dir {c.output_dir!r} is not a path this system accepts (too long?).")
     out = Path(c.output_dir).expanduser()
     require(not out.exists() or out.is_dir(), f"output_dir {c.output_dir!r} is a file; pick a folder path.")

@@ -1,5 +1,6 @@
-"""The training loop: the configured optimizer (AdamW by default) over the method's parameter groups,
-warmup + cosine, accelerate for scale. Hooks get a StepContext with the optimizer and scheduler.
+"""The training loop: the configured optimizer (AdamW by default) over the trainee's parameter groups,
+warmup + cosine, accelerate for scale. Hooks get a StepContext with the optimizer and scheduler. What
+trains is a trainee (rankwise.train.trainee): the active adapter (finetune) or the whole model (pretrain).
 
 `train` runs the optimizer steps on an already-adapted model and pre-encoded examples; `finetune`
 (rankwise.train.run) wraps it with loading, evaluation and saving. Everything that decides the
@@ -25,19 +26,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..adapters import StepContext, hooks, load_state
+from ..adapters import StepContext, hooks
 from ..errors import ConfigError, DataError, TrainingDiverged
 from ..optim import build_optimizer
 from .checkpoint import capture_rng, read_checkpoint, restore_rng, rotate_checkpoints, write_checkpoint
 from .config import TrainConfig
-from .schedule import build_scheduler, warmup_steps_for
+from .schedule import warmup_steps_for
+from .trainee import AdapterTrainee, checkpoint_weights
 
 # TrainConfig's defaults: a setting newer than a checkpoint was, in effect, at its default there.
 _DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
              for f in dataclasses.fields(TrainConfig)}
 # Settings a checkpoint may be resumed under with other values; any other change is an error.
 RESUMABLE_CHANGES = {"max_steps", "output_dir", "eval_every", "save_every", "save_total_limit", "resume",
-                     "max_new_tokens", "eval_batch_size", "eval_size", "progress"}
+                     "max_new_tokens", "eval_batch_size", "eval_size", "progress", "eval_blocks"}
 
 
 def make_accelerator(config: TrainConfig):
@@ -77,14 +79,17 @@ def _check_fingerprint(saved: dict, current: dict, path: Path) -> None:
 
 def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_token_id: int,
           accelerator=None, resume_from: Path | None = None, extra_state: dict | None = None,
-          evaluate: Callable[[int], dict] | None = None, finalize: bool = True) -> dict:
-    """Train the active adapter of `model` on encoded `features` ({"input_ids", "labels"}).
+          evaluate: Callable[[int], dict] | None = None, finalize: bool = True, trainee=None) -> dict:
+    """Train the active adapter of `model` (or what `trainee` names) on encoded `features`
+    ({"input_ids", "labels"}).
 
     Writes <output_dir>/log.jsonl (one record per step) and, every save_every steps, a checkpoint.
     `resume_from` is a checkpoint folder (see rankwise.train.checkpoint.resolve_resume). `extra_state`
     (JSON) is stored in every checkpoint. `evaluate(step)`, if given, runs on the main process every
     eval_every steps and its dict is logged. `finalize=False` leaves hooks.finalize to the caller (a
-    sequence of tasks finalizes after the last one). Returns {"step", "loss", "log"}.
+    sequence of tasks finalizes after the last one). `trainee` defaults to
+    AdapterTrainee(model, config.adapter_name, config.init_batches). Returns {"step", "loss", "log",
+    "optimizer"} (the optimizer with its final state, for memory reports).
     """
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm
@@ -94,6 +99,7 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
     if not features:
         raise DataError("there are no training examples to train on; check the task or data file.")
     accelerator = accelerator or make_accelerator(config)
+    trainee = trainee or AdapterTrainee(model, config.adapter_name, config.init_batches)
     world, rank = accelerator.num_processes, accelerator.process_index
     batch, accum = config.per_device_train_batch_size, config.gradient_accumulation_steps
     fingerprint = run_fingerprint(config, features, world)
@@ -109,14 +115,14 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
         _check_fingerprint(saved["fingerprint"], fingerprint, resume_from)
     # Data-driven inits run on resume too: the checkpoint then overwrites the adapter tensors, while any
     # change an init made outside them is reproduced exactly (same data, same seed).
-    hooks.init_from_data(model, [micro_batch(m * batch) for m in range(config.init_batches)])
+    trainee.init_from_data(micro_batch, batch)
     if saved is not None:
-        load_state(model, config.adapter_name, saved["adapter"], resume_from)
-    optimizer = build_optimizer(config.optimizer, hooks.param_groups(model, config.learning_rate),
+        trainee.load(checkpoint_weights(saved, trainee, resume_from), resume_from)
+    optimizer = build_optimizer(config.optimizer, trainee.param_groups(config.learning_rate),
                                 lr=config.learning_rate, weight_decay=config.weight_decay,
                                 **config.optimizer_config)
     warmup = warmup_steps_for(config.max_steps, config.warmup_steps, config.warmup_ratio)
-    scheduler = build_scheduler(optimizer, warmup, config.max_steps)
+    scheduler = trainee.scheduler(optimizer, warmup, config.max_steps)
     step = 0
     if saved is not None:
         optimizer.load_state_dict(saved["optimizer"])
@@ -151,7 +157,7 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
             losses.append(loss.detach())
         scheduler.step()
         step += 1
-        hooks.after_step(model, StepContext(step, optimizer, scheduler, config.max_steps, group_lrs))
+        trainee.after_step(StepContext(step, optimizer, scheduler, config.max_steps, group_lrs))
         loss_value = accelerator.reduce(torch.stack(losses).mean(), "mean").item()
         if not math.isfinite(loss_value):  # one scalar already on the host: checked every step
             _diverged(step, f"the loss is {loss_value}", config)
@@ -175,8 +181,7 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
             if accelerator.is_main_process:
                 state = {"scheduler": scheduler.state_dict(), "micro_batches": step * accum,
                          "fingerprint": fingerprint, **(extra_state or {})}
-                write_checkpoint(model, config.adapter_name, config.output_dir, step, optimizer.state_dict(),
-                                 rng, state)
+                write_checkpoint(trainee.save, config.output_dir, step, optimizer.state_dict(), rng, state)
                 rotate_checkpoints(config.output_dir, config.save_total_limit)
             accelerator.wait_for_everyone()
     bar.close()
@@ -184,7 +189,8 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
     if finalize:
         hooks.finalize(model)
     wrapped.eval()
-    return {"step": step, "loss": loss_value, "log": log}
+    unwrapped = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper holds the real one
+    return {"step": step, "loss": loss_value, "log": log, "optimizer": unwrapped}
 
 
 def _diverged(step: int, what: str, config: TrainConfig):

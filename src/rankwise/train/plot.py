@@ -19,8 +19,9 @@ def smooth(values: list[float], weight: float = 0.9) -> list[float]:
     return out
 
 
-def plot_loss(records: list[dict], path: str | Path, title: str = "training loss") -> Path:
-    """Loss per step (raw and smoothed), learning rate on a second axis, eval points if logged."""
+def plot_loss(records: list[dict], path: str | Path, title: str = "training loss",
+              metric: str = "exact_match") -> Path:
+    """Loss per step (raw and smoothed), learning rate on a second axis, `metric`'s eval points if logged."""
     path = Path(path)
     steps = [r["step"] for r in records]
     losses = [r["loss"] for r in records]
@@ -35,13 +36,14 @@ def plot_loss(records: list[dict], path: str | Path, title: str = "training loss
     lr_ax.plot(steps, [r["lr"] for r in records], color="tab:gray", linestyle="--", linewidth=1,
                label="learning rate")
     lr_ax.set_ylabel("learning rate")
-    evals = [r for r in records if "exact_match" in r]
+    evals = [r for r in records if metric in r]
     if evals:
+        label = metric.replace("_", " ")
         em_ax = ax.twinx()
         em_ax.spines["right"].set_position(("axes", 1.15))
-        em_ax.plot([r["step"] for r in evals], [r["exact_match"] for r in evals], "o-", color="tab:green",
-                   label="exact match")
-        em_ax.set_ylabel("exact match")
+        em_ax.plot([r["step"] for r in evals], [r[metric] for r in evals], "o-", color="tab:green",
+                   label=label)
+        em_ax.set_ylabel(label)
     handles = [h for a in fig.axes for h in a.get_legend_handles_labels()[0]]
     ax.legend(handles, [h.get_label() for h in handles], loc="upper right", fontsize=8)
     ax.set_title(title)
