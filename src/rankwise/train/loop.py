@@ -1,4 +1,4 @@
-"""The training loop: the configured optimizer (AdamW by default) over the trainee's parameter groups,
+"""The training loop: the configured optimizer (AdamW by default) over what the trainee trains,
 warmup + cosine, accelerate for scale. Hooks get a StepContext with the optimizer and scheduler. What
 trains is a trainee (rankwise.train.trainee): the active adapter (finetune) or the whole model (pretrain).
 
@@ -28,7 +28,6 @@ from torch import nn
 
 from ..adapters import StepContext, hooks
 from ..errors import ConfigError, DataError, TrainingDiverged
-from ..optim import build_optimizer
 from .checkpoint import capture_rng, read_checkpoint, restore_rng, rotate_checkpoints, write_checkpoint
 from .config import TrainConfig
 from .schedule import warmup_steps_for
@@ -118,9 +117,7 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
     trainee.init_from_data(micro_batch, batch)
     if saved is not None:
         trainee.load(checkpoint_weights(saved, trainee, resume_from), resume_from)
-    optimizer = build_optimizer(config.optimizer, trainee.param_groups(config.learning_rate),
-                                lr=config.learning_rate, weight_decay=config.weight_decay,
-                                **config.optimizer_config)
+    optimizer = trainee.optimizer(config)
     warmup = warmup_steps_for(config.max_steps, config.warmup_steps, config.warmup_ratio)
     scheduler = trainee.scheduler(optimizer, warmup, config.max_steps)
     step = 0

@@ -3,8 +3,9 @@
 The loop (rankwise.train.loop.train) is the same for fine-tuning and pre-training; only these differ:
     AdapterTrainee   the active adapter of a frozen model (finetune): the methods' parameter groups and
                      hooks; checkpoints hold adapter/adapter.safetensors, loadable on its own
-    ModelTrainee     every parameter with requires_grad (pretrain): rankwise.optim.trainable_groups
-                     (2-D block weights, then the rest), after-step schedules (a reparameterization's
+    ModelTrainee     every parameter with requires_grad (pretrain): rankwise.optim.trainer_optimizer's
+                     groups (2-D block weights, projected by a projected optimizer; then embeddings, head
+                     and norms, always plain), after-step schedules (a reparameterization's
                      refactorization, restarts or rounds), an optional learning-rate multiplier;
                      checkpoints hold model.safetensors: every parameter and persistent buffer once, so a
                      frozen tensor a schedule rewrites (ReLoRA's merged base) resumes exactly too
@@ -24,7 +25,7 @@ from ..adapters import StepContext, hooks, load_state
 from ..errors import AdapterFileError
 from ..io import check_state, save_adapter, save_tensors
 from ..io.model_folder import base_state
-from ..optim.trainer import trainable_groups
+from ..optim import build_optimizer, trainer_optimizer
 from .schedule import build_scheduler
 
 ADAPTER_FILE, MODEL_FILE = "adapter/adapter.safetensors", "model.safetensors"
@@ -41,8 +42,11 @@ class AdapterTrainee:
     def init_from_data(self, micro_batch: Callable[[int], dict], batch: int) -> None:
         hooks.init_from_data(self.model, [micro_batch(m * batch) for m in range(self.init_batches)])
 
-    def param_groups(self, lr: float) -> list[dict]:
-        return hooks.param_groups(self.model, lr)
+    def optimizer(self, config) -> torch.optim.Optimizer:
+        """config.optimizer over the adapter methods' own groups (which carry per-group rates)."""
+        return build_optimizer(config.optimizer, hooks.param_groups(self.model, config.learning_rate),
+                               lr=config.learning_rate, weight_decay=config.weight_decay,
+                               **config.optimizer_config)
 
     def scheduler(self, optimizer, warmup: int, total: int):
         return build_scheduler(optimizer, warmup, total)
@@ -71,8 +75,9 @@ class ModelTrainee:
     def init_from_data(self, micro_batch: Callable[[int], dict], batch: int) -> None:
         pass  # a model trained whole has no data-driven init
 
-    def param_groups(self, lr: float) -> list[dict]:
-        return trainable_groups(self.model, lr)
+    def optimizer(self, config) -> torch.optim.Optimizer:
+        return trainer_optimizer(self.model, config.optimizer, config.learning_rate, config.weight_decay,
+                                 **config.optimizer_config)
 
     def scheduler(self, optimizer, warmup: int, total: int):
         if self.lr_multiplier is None:
