@@ -1,5 +1,6 @@
 """`rankwise methods`: every registered adapter method (its paper, what trains, whether it merges, its
-config fields with their defaults), then every compression method (its paper and config fields)."""
+config fields with their defaults), then every compression method (its paper and config fields), then
+every pre-training method: the optimizers and the parameterizations (`rankwise pretrain --method`)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import textwrap
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser("methods", help="list the adapter and compression methods",
+    parser = sub.add_parser("methods", help="list the adapter, compression and pre-training methods",
                             description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
     parser.add_argument("--compress", action="store_true", help="with --json: list the compression methods")
+    parser.add_argument("--pretrain", action="store_true", help="with --json: list the pre-training methods")
     parser.set_defaults(run=run)
 
 
@@ -32,6 +34,25 @@ def describe_compressors() -> list[dict]:
             for n, c in ((name, COMPRESSORS.get(name)) for name in COMPRESSORS.names())]
 
 
+def describe_pretraining() -> list[dict]:
+    """The optimizers (their options) and parameterizations (their paper and fields) pretrain takes."""
+    import inspect
+
+    from ..optim import OPTIMIZERS
+    from ..reparam import REPARAMS
+
+    optimizers = []
+    for name in OPTIMIZERS.names():
+        factory = OPTIMIZERS.get(name)
+        options = {k: v.default for k, v in inspect.signature(factory).parameters.items()
+                   if k not in ("groups", "lr") and v.default is not inspect.Parameter.empty}
+        summary = " ".join(inspect.getdoc(factory).split()).split(". ")[0].rstrip(".") + "."
+        optimizers.append({"name": name, "kind": "optimizer", "paper": summary, "url": "", "fields": options})
+    return optimizers + [{"name": n, "kind": "parameterization", "paper": c.paper, "url": c.url,
+                          "fields": _defaults(c.config_class)}
+                         for n, c in ((name, REPARAMS.get(name)) for name in REPARAMS.names())]
+
+
 def _defaults(config_class) -> dict:
     import dataclasses
 
@@ -40,9 +61,10 @@ def _defaults(config_class) -> dict:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
-    rows, compressors = describe_methods(), describe_compressors()
+    rows, compressors, pretraining = describe_methods(), describe_compressors(), describe_pretraining()
     if args.json:
-        print(json.dumps(rows, indent=2) if not args.compress else json.dumps(compressors, indent=2))
+        chosen = compressors if args.compress else pretraining if args.pretrain else rows
+        print(json.dumps(chosen, indent=2))
         return 0
     width = max(len(r["name"]) for r in rows)
     for r in rows:
@@ -53,13 +75,18 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         print(f"{indent}mergeable: {'yes' if r['mergeable'] else 'no'}   {r['url']}")
         fields = ", ".join(f"{k}={json.dumps(v)}" for k, v in r["fields"].items())
         print(textwrap.fill(f"fields: {fields}", 100, initial_indent=indent, subsequent_indent=indent + "  "))
-    print("\ncompression methods (rankwise compress):")
-    width = max(len(r["name"]) for r in compressors)
-    for r in compressors:
-        indent = " " * (width + 2)
-        print(f"{r['name']:<{width}}  {r['paper']}")
-        reads = f"reads calibration {r['calibration']}   " if r["calibration"] else ""
-        print(f"{indent}{reads}{r['url']}")
-        fields = ", ".join(f"{k}={json.dumps(v)}" for k, v in r["fields"].items())
-        print(textwrap.fill(f"fields: {fields}", 100, initial_indent=indent, subsequent_indent=indent + "  "))
+    for title, section in (("compression methods (rankwise compress)", compressors),
+                           ("pre-training methods (rankwise pretrain)", pretraining)):
+        print(f"\n{title}:")
+        width = max(len(r["name"]) for r in section)
+        for r in section:
+            indent = " " * (width + 2)
+            print(f"{r['name']:<{width}}  {r['paper']}")
+            reads = f"reads calibration {r['calibration']}   " if r.get("calibration") else ""
+            kind = f"{r['kind']}   " if "kind" in r else ""
+            if reads or kind or r["url"]:
+                print(f"{indent}{kind}{reads}{r['url']}".rstrip())
+            fields = ", ".join(f"{k}={json.dumps(v)}" for k, v in r["fields"].items())
+            print(textwrap.fill(f"fields: {fields}", 100, initial_indent=indent,
+                                subsequent_indent=indent + "  "))
     return 0
