@@ -10,7 +10,7 @@ from rankwise.errors import ConfigError
 from rankwise.io import save_tensors
 from rankwise.io.readers import load_tensors
 from rankwise.optim import OPTIMIZERS, build_optimizer
-from rankwise.optim.projected import ProjectedAdamW, adamw_update
+from rankwise.optim.projected import ProjectedAdamW
 from rankwise.optim.projectors import (
     PROJECTORS,
     dct_columns,
@@ -19,6 +19,7 @@ from rankwise.optim.projectors import (
     project_back,
     random_basis,
 )
+from rankwise.optim.rules import adamw_update
 from rankwise.train.checkpoint import flatten_optimizer, unflatten_optimizer
 
 KINDS = sorted(PROJECTORS)

@@ -13,7 +13,7 @@ g₀ = ‖W₀‖_row, so W does not move at step 0. With G = ∇_W L at the cur
 
     ∇g_i = ⟨G_i, V̂_i⟩,     ∇V_i = (g_i / ‖V_i‖) (G_i − ∇g_i V̂_i)       (the chain rule of W(V, g))
     V ← ProjectedAdamW's step on V fed ∇V: basis P from ∇V every T steps, moments of project(∇V, P)
-        (r-dim), step α · project_back(N, P), decoupled decay (rankwise.optim.projected.adamw_update)
+        (r-dim), step α · project_back(N, P), decoupled decay (rankwise.optim.rules.adamw_update)
     g ← the same AdamW step, unprojected, fed ∇g
     W ← g ⊙ V / ‖V‖_row
 
@@ -58,9 +58,9 @@ from .projected import (
     DEFAULT_UPDATE_INTERVAL,
     ProjectedAdamW,
     _projected,
-    adamw_update,
 )
 from .registry import OPTIMIZERS
+from .rules import adamw_update
 
 MAGNITUDE_MOMENTS = {"exp_avg": "magnitude_exp_avg", "exp_avg_sq": "magnitude_exp_avg_sq"}
 

@@ -18,6 +18,8 @@ a gradient, i.e. after one step):
     ProjectedAdamW       a projected (m, n) weight at rank r: moments 2·m·r if m >= n, else 2·r·n, in
                          the parameter's dtype; basis d·r floats (d = min(m, n); float32, float64 for
                          float64 weights) or r int64 indices for dct; others 2·numel. Its step is an int.
+    ProjectedAdafactor   as ProjectedAdamW, with Adafactor's factored second moment in place of the two
+                         moments: a + b for a moment of shape (a, b) (projected or not), numel for 1-D
     GradNormLoRP         as ProjectedAdamW for the direction V, plus, per normalized (m, n) weight: V and
                          the magnitude g (m·n + m, counted as `other`) and g's moments (2·m)
     SGD                  momentum ≠ 0: one buffer of numel; otherwise nothing
@@ -32,11 +34,11 @@ import torch
 from torch import nn
 
 from .gradnorm_lorp import MAGNITUDE_MOMENTS, GradNormLoRP
-from .projected import ProjectedAdamW
+from .projected import ProjectedAdafactor, ProjectedAdamW
 from .projectors import PROJECTORS
 
-MOMENT_KEYS = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer",
-                         *MAGNITUDE_MOMENTS.values()})
+MOMENT_KEYS = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "exp_avg_sq_row",
+                         "exp_avg_sq_col", *MAGNITUDE_MOMENTS.values()})
 BASIS_KEYS = frozenset(key for projector in PROJECTORS.values() for key in projector.state_keys)
 KINDS = ("moments", "bases", "other")
 
@@ -87,9 +89,17 @@ def _scalar_step_itemsize() -> int:
     return 8 if torch.get_default_dtype() == torch.float64 else 4
 
 
-def _projected_expectation(param: torch.Tensor, group: dict, sizes: dict[str, dict[str, int]]) -> None:
+def _moment_elements(optimizer: torch.optim.Optimizer, shape: tuple[int, ...]) -> int:
+    """Moment entries for a moment of `shape`: Adafactor's factored row + column, or AdamW's two."""
+    if isinstance(optimizer, ProjectedAdafactor):
+        return sum(shape) if len(shape) == 2 else torch.Size(shape).numel()
+    return 2 * torch.Size(shape).numel()
+
+
+def _projected_expectation(optimizer, param: torch.Tensor, group: dict, sizes: dict[str, dict[str, int]]):
     (m, n), rank = param.shape, group["rank"]
-    _add(sizes["moments"], 2 * (m * rank if m >= n else rank * n), param.element_size())
+    moment = (m, rank) if m >= n else (rank, n)
+    _add(sizes["moments"], _moment_elements(optimizer, moment), param.element_size())
     if group["projector"] == "dct":
         _add(sizes["bases"], rank, torch.empty((), dtype=torch.int64).element_size())
     else:
@@ -109,9 +119,11 @@ def expected_state(optimizer: torch.optim.Optimizer) -> dict[str, dict[str, int]
                 _add(sizes["other"], param.numel() + param.shape[0], param.element_size())  # V and g
                 _add(sizes["moments"], 2 * param.shape[0], param.element_size())  # g's moments
             if isinstance(optimizer, ProjectedAdamW) and optimizer.is_projected(param, group):
-                _projected_expectation(param, group, sizes)
+                _projected_expectation(optimizer, param, group, sizes)
             elif isinstance(optimizer, torch.optim.SGD):
                 _add(sizes["moments"], param.numel() if group["momentum"] else 0, param.element_size())
+            elif isinstance(optimizer, ProjectedAdafactor):
+                _add(sizes["moments"], _moment_elements(optimizer, tuple(param.shape)), param.element_size())
             else:
                 amsgrad = group.get("amsgrad", False)
                 _add(sizes["moments"], (3 if amsgrad else 2) * param.numel(), param.element_size())

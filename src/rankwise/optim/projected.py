@@ -30,6 +30,9 @@ in rotated coordinates, equal to plain AdamW only when P is a signed permutation
 torch's 1e-8 (GaLore's class uses 1e-6). Every kind refreshes on GaLore's schedule; the DCT paper's code
 refreshes at steps 1, T, 2T, … instead.
 
+ProjectedAdafactor is the same optimizer with Adafactor's rule (rankwise.optim.rules, GaLore's
+"GaLore-Adafactor"): every factory takes update="adafactor", and `adafactor` alone is the full-rank one.
+
 State, per projected parameter: step (int), exp_avg and exp_avg_sq (projected shape), and the basis as
 tensors — `basis` (d×r) for svd/random, `basis_columns` (r indices into the shared DCT matrix) for dct —
 so state_dict() holds only tensors and numbers (safetensors + JSON) and a resume restores the exact basis
@@ -47,35 +50,13 @@ import time
 import torch
 
 from ..errors import ConfigError
-from .projectors import PROJECTORS, project, project_back
+from .projectors import PROJECTORS
 from .registry import OPTIMIZERS
+from .rules import adafactor_update, adamw_update
 
 DEFAULT_RANK = 128  # GaLore's 60M script; applies to matrices whose smaller dimension exceeds it
 DEFAULT_UPDATE_INTERVAL = 200  # GaLore's scripts' update_proj_gap (its argparse default, 50, is not used)
 DEFAULT_SCALE = 0.25  # GaLore's scripts' galore_scale
-
-
-def adamw_update(param: torch.Tensor, grad: torch.Tensor, state: dict, *, lr: float,
-                 betas: tuple[float, float], eps: float, weight_decay: float,
-                 basis: torch.Tensor | None = None, scale: float = 1.0) -> None:
-    """One AdamW step of `param` (torch.optim.AdamW's arithmetic); with a `basis`, the moments are kept
-    for project(grad, basis) and the normalized step is projected back with `scale`."""
-    low_rank = grad if basis is None else project(grad, basis)
-    if "exp_avg" not in state:
-        state["exp_avg"] = torch.zeros_like(low_rank, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(low_rank, memory_format=torch.preserve_format)
-    state["step"] = step = state.get("step", 0) + 1
-    beta1, beta2 = betas
-    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-    param.mul_(1 - lr * weight_decay)
-    exp_avg.lerp_(low_rank, 1 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(low_rank, low_rank, value=1 - beta2)
-    step_size = lr / (1 - beta1 ** step)
-    denom = (exp_avg_sq.sqrt() / (1 - beta2 ** step) ** 0.5).add_(eps)
-    if basis is None:
-        param.addcdiv_(exp_avg, denom, value=-step_size)
-    else:
-        param.add_(project_back(exp_avg / denom, basis, param.shape, scale), alpha=-step_size)
 
 
 def _positive_int(value) -> bool:
@@ -180,10 +161,26 @@ class ProjectedAdamW(torch.optim.Optimizer):
                     self.state[param][key] = value.to(device=param.device, copy=True)
 
 
+class ProjectedAdafactor(ProjectedAdamW):
+    """ProjectedAdamW's projection and opt-in with Adafactor's rule (rankwise.optim.rules.adafactor_update:
+    factored second moment, no first moment, update clipping); betas and eps are not used."""
+
+    def _step_parameter(self, param: torch.Tensor, group: dict, index: int) -> None:
+        basis = self.basis_for(param, param.grad, group, index)
+        adafactor_update(param, param.grad, self.state[param], lr=group["lr"],
+                         weight_decay=group["weight_decay"], basis=basis, scale=group.get("scale", 1.0))
+
+
+UPDATES = {"adamw": ProjectedAdamW, "adafactor": ProjectedAdafactor}  # the `update` option of the factories
+
+
 def _projected(kind: str, groups, lr: float, weight_decay: float, betas, eps: float, rank: int,
-               update_interval: int, scale: float, seed: int = 0) -> ProjectedAdamW:
-    """ProjectedAdamW with projector `kind`; each group holding a 2-D parameter gets rank, update_interval,
-    scale and projector unless it sets them itself. Others (norms, biases) get plain AdamW."""
+               update_interval: int, scale: float, seed: int = 0, update: str = "adamw") -> ProjectedAdamW:
+    """The optimizer of `update`'s rule with projector `kind`; each group holding a 2-D parameter gets
+    rank, update_interval, scale and projector unless it sets them itself. Others (norms, biases) get the
+    plain rule."""
+    if update not in UPDATES:
+        raise ConfigError(f"unknown update rule {update!r}; use one of {', '.join(UPDATES)}.")
     groups = list(groups)
     if groups and torch.is_tensor(groups[0]):
         groups = [{"params": groups}]
@@ -193,32 +190,47 @@ def _projected(kind: str, groups, lr: float, weight_decay: float, betas, eps: fl
         params = group["params"]
         group = {**group, "params": [params] if torch.is_tensor(params) else list(params)}
         projected.append({**settings, **group} if any(p.ndim == 2 for p in group["params"]) else group)
-    return ProjectedAdamW(projected, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, seed=seed)
+    return UPDATES[update](projected, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, seed=seed)
 
 
 @OPTIMIZERS.register("galore")
 def galore(groups: list[dict], lr: float, weight_decay: float = 0.0,
            betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, rank: int = DEFAULT_RANK,
-           update_interval: int = DEFAULT_UPDATE_INTERVAL, scale: float = DEFAULT_SCALE) -> ProjectedAdamW:
-    """GaLore: AdamW in the span of each 2-D gradient's top-r singular vectors (ProjectedAdamW, "svd")."""
-    return _projected("svd", groups, lr, weight_decay, betas, eps, rank, update_interval, scale)
+           update_interval: int = DEFAULT_UPDATE_INTERVAL, scale: float = DEFAULT_SCALE,
+           update: str = "adamw") -> ProjectedAdamW:
+    """GaLore: AdamW (or update="adafactor") in the span of each 2-D gradient's top-r singular vectors
+    (projector "svd")."""
+    return _projected("svd", groups, lr, weight_decay, betas, eps, rank, update_interval, scale,
+                      update=update)
 
 
 @OPTIMIZERS.register("dct")
 def dct(groups: list[dict], lr: float, weight_decay: float = 0.0,
         betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, rank: int = DEFAULT_RANK,
-        update_interval: int = DEFAULT_UPDATE_INTERVAL, scale: float = DEFAULT_SCALE) -> ProjectedAdamW:
-    """SVD-free DCT-AdamW: AdamW in the span of the r DCT-II columns with the largest ℓ1 gradient
-    coefficients (ProjectedAdamW, "dct"). GaLore's defaults, for a like-for-like comparison; the paper's
-    own code uses update_interval 1 and no scale (scale=1.0)."""
-    return _projected("dct", groups, lr, weight_decay, betas, eps, rank, update_interval, scale)
+        update_interval: int = DEFAULT_UPDATE_INTERVAL, scale: float = DEFAULT_SCALE,
+        update: str = "adamw") -> ProjectedAdamW:
+    """SVD-free DCT-AdamW: AdamW (or update="adafactor") in the span of the r DCT-II columns with the
+    largest ℓ1 gradient coefficients (projector "dct"). GaLore's defaults, for a like-for-like comparison;
+    the paper's own code uses update_interval 1 and no scale (scale=1.0)."""
+    return _projected("dct", groups, lr, weight_decay, betas, eps, rank, update_interval, scale,
+                      update=update)
 
 
 @OPTIMIZERS.register("random")
 def random(groups: list[dict], lr: float, weight_decay: float = 0.0,
            betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, rank: int = DEFAULT_RANK,
            update_interval: int = DEFAULT_UPDATE_INTERVAL, scale: float = DEFAULT_SCALE,
-           seed: int = 0) -> ProjectedAdamW:
-    """AdamW in the span of a seeded random orthonormal basis, re-drawn every update_interval steps
-    (ProjectedAdamW, "random")."""
-    return _projected("random", groups, lr, weight_decay, betas, eps, rank, update_interval, scale, seed)
+           seed: int = 0, update: str = "adamw") -> ProjectedAdamW:
+    """AdamW (or update="adafactor") in the span of a seeded random orthonormal basis, re-drawn every
+    update_interval steps (projector "random")."""
+    return _projected("random", groups, lr, weight_decay, betas, eps, rank, update_interval, scale, seed,
+                      update)
+
+
+@OPTIMIZERS.register("adafactor")
+def adafactor(groups: list[dict], lr: float, weight_decay: float = 0.0) -> ProjectedAdafactor:
+    """Adafactor at full rank (rankwise.optim.rules.adafactor_update with explicit lr, as GaLore's scripts
+    run transformers' Adafactor): the anchor for update="adafactor"."""
+    groups = list(groups)
+    return ProjectedAdafactor(groups if groups and isinstance(groups[0], dict) else [{"params": groups}],
+                              lr=lr, weight_decay=weight_decay)
