@@ -209,27 +209,38 @@ def _as_list(value: str | list[str] | None) -> list[str]:
     return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
-def _check_values(c: TrainConfig) -> None:
+def check_loop_settings(c) -> None:
+    """The training loop's own settings, shared by TrainConfig and PretrainConfig (same names)."""
     def require(ok: bool, message: str) -> None:
         if not ok:
             raise ConfigError(message)
 
-    for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
-                 "max_new_tokens", "eval_batch_size", "init_batches"):
+    for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length"):
         require(getattr(c, name) >= 1, f"{name} must be at least 1, got {getattr(c, name)}.")
     for name in ("eval_every", "save_every", "warmup_steps"):
         require(getattr(c, name) >= 0, f"{name} must be 0 or more, got {getattr(c, name)}.")
-    for name in ("learning_rate", "weight_decay", "warmup_ratio", "eval_split", "max_grad_norm"):
+    for name in ("learning_rate", "weight_decay", "warmup_ratio", "max_grad_norm"):
         require(math.isfinite(getattr(c, name)), f"{name} must be a finite number, got {getattr(c, name)}.")
     require(0 <= c.seed < 2**32, f"seed must be in [0, 2^32), got {c.seed}.")
     require(c.learning_rate > 0, f"learning_rate must be positive, got {c.learning_rate}.")
     require(c.weight_decay >= 0 and c.max_grad_norm >= 0, "weight_decay and max_grad_norm must be 0 or more.")
     require(0 <= c.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {c.warmup_ratio}.")
     require(not (c.warmup_steps and c.warmup_ratio), "set warmup_steps or warmup_ratio, not both.")
-    require(0 <= c.eval_split < 1, f"eval_split must be in [0, 1), got {c.eval_split}.")
-    require(c.eval_size is None or c.eval_size >= 0, "eval_size must be 0 or more (0 skips evaluation).")
     require(c.save_total_limit is None or c.save_total_limit >= 1,
             "save_total_limit must be 1 or more, or null.")
+
+
+def _check_values(c: TrainConfig) -> None:
+    def require(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    check_loop_settings(c)
+    for name in ("max_new_tokens", "eval_batch_size", "init_batches"):
+        require(getattr(c, name) >= 1, f"{name} must be at least 1, got {getattr(c, name)}.")
+    require(math.isfinite(c.eval_split) and 0 <= c.eval_split < 1, f"eval_split must be in [0, 1), got "
+                                                                    f"{c.eval_split}.")
+    require(c.eval_size is None or c.eval_size >= 0, "eval_size must be 0 or more (0 skips evaluation).")
     require((c.task is None) != (c.data is None),
             "give exactly one of task=<bundled task> or data=<file.jsonl>"
             + (", not both." if c.task else "."))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .config import checked_type, usable_path
+from .config import check_loop_settings, checked_type, usable_path
 
 PRETRAIN_DEFAULT_LR = 1e-3  # GaLore's and SLTrain's AdamW baseline rate for their smallest Llamas
 
@@ -109,22 +109,11 @@ def _check_values(c: PretrainConfig) -> None:
     require(c.size in SIZES, f"unknown size {c.size!r}; use one of {', '.join(SIZES)}.")
     methods = sorted(OPTIMIZERS.names()) + sorted(REPARAMS.names())
     require(c.method in methods, f"unknown pretrain method {c.method!r}; use one of {', '.join(methods)}.")
-    for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
-                 "eval_blocks"):
-        require(getattr(c, name) >= 1, f"{name} must be at least 1, got {getattr(c, name)}.")
+    check_loop_settings(c)
+    require(c.eval_blocks >= 1, f"eval_blocks must be at least 1, got {c.eval_blocks}.")
     require(c.max_length >= 2, "max_length must be at least 2 (a token and the next one to predict).")
-    for name in ("eval_every", "save_every", "warmup_steps"):
-        require(getattr(c, name) >= 0, f"{name} must be 0 or more, got {getattr(c, name)}.")
-    for name in ("learning_rate", "weight_decay", "warmup_ratio", "max_grad_norm", "eval_split"):
-        require(math.isfinite(getattr(c, name)), f"{name} must be a finite number, got {getattr(c, name)}.")
-    require(c.learning_rate > 0, f"learning_rate must be positive, got {c.learning_rate}.")
-    require(c.weight_decay >= 0 and c.max_grad_norm >= 0, "weight_decay and max_grad_norm must be 0 or more.")
-    require(0 <= c.warmup_ratio < 1 and not (c.warmup_steps and c.warmup_ratio),
-            "warmup_ratio must be in [0, 1), and set warmup_steps or warmup_ratio, not both.")
-    require(0 < c.eval_split < 1, f"eval_split must be in (0, 1), got {c.eval_split}.")
-    require(0 <= c.seed < 2**32, f"seed must be in [0, 2^32), got {c.seed}.")
-    require(c.save_total_limit is None or c.save_total_limit >= 1,
-            "save_total_limit must be 1 or more, or null.")
+    require(math.isfinite(c.eval_split) and 0 < c.eval_split < 1,
+            f"eval_split must be in (0, 1), got {c.eval_split}.")
     hidden = SIZES[c.size]["hidden_size"]
     require(c.rank is None or 1 <= c.rank <= hidden,
             f"rank {c.rank} is outside 1..{hidden}, the {c.size} model's hidden size (the smallest side of "
