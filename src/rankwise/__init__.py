@@ -18,14 +18,13 @@ from .compress import compress  # the verb; the package stays importable as rank
 from .errors import RankwiseError
 from .io import load_adapter, save_adapter, save_model
 from .reparam import reparametrize  # the verb; the package stays importable as rankwise.reparam
-from .train import TrainConfig, finetune
+from .train import PretrainConfig, TrainConfig, finetune, pretrain
 
 __all__ = [
-    "ADAPTERS", "RankwiseCallback", "RankwiseError", "TrainConfig", "adapt", "analyze", "compress", "disable",
-    "disabled",
-    "enable", "finetune", "hooks", "load_adapter", "merge", "reparametrize", "save_adapter", "save_model",
-    "set_active",
-    "trainable_parameters", "unload", "unmerge", "__version__",
+    "ADAPTERS", "PretrainConfig", "RankwiseCallback", "RankwiseError", "TrainConfig", "adapt", "analyze",
+    "compress", "disable", "disabled", "enable", "finetune", "hooks", "load_adapter", "merge", "pretrain",
+    "reparametrize", "save_adapter", "save_model", "set_active", "trainable_parameters", "unload", "unmerge",
+    "__version__",
 ]
 
 

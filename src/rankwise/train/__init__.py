@@ -1,6 +1,8 @@
-"""Training: TrainConfig, finetune (the whole job), train (the loop), checkpoints, the HF Trainer callback.
+"""Training: TrainConfig, finetune (the whole job), pretrain (from scratch), train (the loop), checkpoints,
+the HF Trainer callback.
 
     result = rankwise.finetune({"model": "smollm2-135m", "task": "iso-dates", "max_steps": 150})
+    result = rankwise.pretrain({"size": "tiny", "method": "galore", "max_steps": 300})
 
 Under `torchrun` or `accelerate launch` the same call trains data-parallel; only the main process
 evaluates and writes the outputs. `RankwiseCallback` (rankwise.train.hf) brings a method's hooks into
@@ -10,10 +12,12 @@ a transformers.Trainer instead.
 from .checkpoint import list_checkpoints, read_checkpoint, resolve_resume, verify_checkpoint
 from .config import TrainConfig
 from .loop import train
+from .pretrain import pretrain
+from .pretrain_config import PretrainConfig
 from .run import finetune, split_examples
 from .schedule import build_scheduler, warmup_cosine
 
 __all__ = [
-    "TrainConfig", "build_scheduler", "finetune", "list_checkpoints", "read_checkpoint", "resolve_resume",
-    "split_examples", "train", "verify_checkpoint", "warmup_cosine",
+    "PretrainConfig", "TrainConfig", "build_scheduler", "finetune", "list_checkpoints", "pretrain",
+    "read_checkpoint", "resolve_resume", "split_examples", "train", "verify_checkpoint", "warmup_cosine",
 ]
