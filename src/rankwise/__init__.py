@@ -17,14 +17,15 @@ from .adapters import (
 from .compress import compress  # the verb; the package stays importable as rankwise.compress.<module>
 from .errors import RankwiseError
 from .io import load_adapter, save_adapter, save_model
+from .merging import merge_adapters  # combining fine-tunes; rankwise.merge folds a model's own adapters
 from .reparam import reparametrize  # the verb; the package stays importable as rankwise.reparam
 from .train import PretrainConfig, TrainConfig, finetune, pretrain
 
 __all__ = [
     "ADAPTERS", "PretrainConfig", "RankwiseCallback", "RankwiseError", "TrainConfig", "adapt", "analyze",
-    "compress", "disable", "disabled", "enable", "finetune", "hooks", "load_adapter", "merge", "pretrain",
-    "reparametrize", "save_adapter", "save_model", "set_active", "trainable_parameters", "unload", "unmerge",
-    "__version__",
+    "compress", "disable", "disabled", "enable", "finetune", "hooks", "load_adapter", "merge",
+    "merge_adapters", "pretrain", "reparametrize", "save_adapter", "save_model", "set_active",
+    "trainable_parameters", "unload", "unmerge", "__version__",
 ]
 
 
