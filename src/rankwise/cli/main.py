@@ -10,10 +10,10 @@ import argparse
 import sys
 
 from ..errors import RankwiseError
-from . import analyze, compress, finetune, generate, methods, pretrain
+from . import analyze, compress, finetune, generate, merge, methods, pretrain
 from . import eval as eval_cmd
 
-COMMANDS = [finetune, pretrain, eval_cmd, generate, methods, analyze, compress]
+COMMANDS = [finetune, pretrain, eval_cmd, generate, methods, analyze, compress, merge]
 
 
 class Parser(argparse.ArgumentParser):

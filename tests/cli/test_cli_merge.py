@@ -1,0 +1,53 @@
+"""`rankwise merge` end to end on the tiny Llama: a low-rank merge saves an adapter, a dense one a model
+folder, both load back; bad input fails in one line and writes nothing."""
+
+import json
+
+import torch
+
+import rankwise
+from rankwise.cli.main import main
+from rankwise.models import load
+
+
+def _inputs(tmp_path, count: int = 2) -> list[str]:
+    folders = []
+    for index in range(count):
+        model, _ = load("tiny-llama")
+        torch.manual_seed(index)
+        rankwise.adapt(model, "lora", rank=2, targets=["q_proj", "v_proj"])
+        with torch.no_grad():
+            for param in model.parameters():
+                if param.requires_grad:
+                    param.add_(torch.randn_like(param) * 0.1)
+        rankwise.save_adapter(model, tmp_path / f"in{index}")
+        folders.append(str(tmp_path / f"in{index}"))
+    return folders
+
+
+def test_cat_saves_an_adapter_and_ties_a_model_folder(tmp_path, capsys):
+    inputs = _inputs(tmp_path)
+    assert main(["merge", "tiny-llama", "--inputs", *inputs, "--method", "cat", "--out",
+                 str(tmp_path / "cat"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["kind"] == "adapter" and result["rank"] == 4
+    base, _ = load("tiny-llama")
+    rankwise.load_adapter(base, tmp_path / "cat")
+    assert main(["merge", "tiny-llama", "--inputs", *inputs, "--method", "ties", "--density", "0.5",
+                 "--out", str(tmp_path / "ties")]) == 0
+    assert "a model folder" in capsys.readouterr().out
+    merged, _ = load(str(tmp_path / "ties"))
+    original, _ = load("tiny-llama")
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(merged.state_dict()[q], original.state_dict()[q])
+
+
+def test_bad_input_fails_in_one_line_and_writes_nothing(tmp_path, capsys):
+    inputs = _inputs(tmp_path, 1)
+    for argv, words in ((["--method", "ties", "--density", "0"], "density must be in (0, 1]"),
+                        (["--method", "cat", "--weights", "1", "2"], "2 weights for 1 inputs"),
+                        (["--method", "mean"], "unknown merge method 'mean'")):
+        assert main(["merge", "tiny-llama", "--inputs", *inputs, *argv, "--out", str(tmp_path / "out")]) == 2
+        error = capsys.readouterr().err
+        assert words in error and error.count("\n") == 1
+        assert not (tmp_path / "out").exists()
