@@ -51,3 +51,23 @@ def test_bad_input_fails_in_one_line_and_writes_nothing(tmp_path, capsys):
         error = capsys.readouterr().err
         assert words in error and error.count("\n") == 1
         assert not (tmp_path / "out").exists()
+
+
+def test_rmm_saves_a_basis_and_reverts_each_input_exactly_at_k_equal_n(tmp_path, capsys):
+    inputs = _inputs(tmp_path, 3)
+    basis = tmp_path / "basis"
+    assert main(["merge", "tiny-llama", "--inputs", *inputs, "--method", "rmm", "--rank", "3",
+                 "--out", str(basis)]) == 0
+    assert "an RMM basis of 3 models" in capsys.readouterr().out
+    for task in ("2", "in2"):
+        out = tmp_path / f"reverted-{task}"
+        assert main(["merge", "tiny-llama", "--revert", task, "--basis", str(basis), "--out", str(out)]) == 0
+        reverted, original = load("tiny-llama")[0], load("tiny-llama")[0]
+        rankwise.load_adapter(reverted, out)
+        rankwise.load_adapter(original, inputs[1 if task == "2" else 2])
+        ids = torch.randint(0, 64, (2, 5))
+        with torch.no_grad():
+            assert torch.allclose(reverted(ids).logits, original(ids).logits, atol=1e-5)
+    assert main(["merge", "tiny-llama", "--revert", "9", "--basis", str(basis), "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "no task '9'" in capsys.readouterr().err

@@ -24,7 +24,7 @@ from .base import MERGERS, MergeConfig
 from .updates import read_update
 
 
-def _install_factors(model: nn.Module, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], name: str):
+def install_factors(model: nn.Module, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], name: str):
     """A LoRA `name` whose layer at each path computes exactly B A (scale 1: alpha = rank per layer)."""
     pattern = {f"^{re.escape(path)}$": max(1, A.shape[0]) for path, (B, A) in factors.items()}
     config = LoraConfig(targets=list(factors), rank=1, alpha=1, dropout=0.0, rank_pattern=pattern,
@@ -43,10 +43,11 @@ def _install_factors(model: nn.Module, factors: dict[str, tuple[torch.Tensor, to
 def merge_adapters(model: nn.Module, inputs: Sequence[str | Path], method: str, *, name: str = "merged",
                    **fields: Any) -> dict[str, Any]:
     """Merge `inputs` (rankwise or PEFT adapter folders, or model folders, of `model`'s base) with
-    `method`; returns {"kind": "adapter" | "model", "method", "inputs", "layers", "rank"}.
+    `method`; returns {"kind": "adapter" | "model" | "basis", "method", "inputs", "layers", "rank"}.
 
     A low-rank result is installed as the LoRA adapter `name`; a dense one is added to the base weights
-    in place. `fields` are MergeConfig's (weights, density, rank, seed, consensus, variant, residual,
+    in place; RMM's basis is returned under "basis" (save it with rankwise.merging.rmm.save_basis).
+    `fields` are MergeConfig's (weights, density, rank, seed, consensus, variant, residual,
     scale). Every input is read and checked, and the merge computed, before the model changes."""
     spec = MERGERS.get(method)
     known = {f.name for f in dataclasses.fields(MergeConfig)}
@@ -68,8 +69,12 @@ def merge_adapters(model: nn.Module, inputs: Sequence[str | Path], method: str, 
     modules = dict(model.named_modules())
     base = {path: _base_weight(modules[path]).detach() for path in paths}
     result = spec.run(base, updates, config)
+    summary = {"method": method, "inputs": [str(s) for s in inputs], "layers": len(result)}
+    if spec.result == "basis":  # nothing to install: each task is reverted from the basis (merging.rmm)
+        k = next(iter(result.values()))["B_basis"].shape[0]
+        return {**summary, "kind": "basis", "rank": k, "basis": result}
     if all(isinstance(value, tuple) for value in result.values()):
-        _install_factors(model, result, name)
+        install_factors(model, result, name)
         rank = max(A.shape[0] for _, A in result.values())
         kind = "adapter"
     else:
@@ -78,8 +83,7 @@ def merge_adapters(model: nn.Module, inputs: Sequence[str | Path], method: str, 
                 weight = _base_weight(modules[path])
                 weight.add_(delta.to(weight.dtype))
         rank, kind = None, "model"
-    return {"kind": kind, "method": method, "inputs": [str(s) for s in inputs], "layers": len(result),
-            "rank": rank}
+    return {**summary, "kind": kind, "rank": rank}
 
 
 def _base_weight(module: nn.Module) -> torch.Tensor:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 import torch
 
@@ -24,8 +23,8 @@ LayerResult = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # a dense ΔW, o
 @dataclass
 class MergeConfig:
     """weights: one per input (default 1 each); density: the kept share for ties/dare, in (0, 1];
-    rank: the svd merge's rank; seed: DARE's masks; the rest are method options, each documented in its
-    method's module."""
+    rank: the svd merge's rank, or RMM's basis size k; seed: DARE's masks; the rest are method options,
+    each documented in its method's module (options: e.g. {"shared": True} for rmm)."""
 
     weights: list[float] | None = None
     density: float = 1.0
@@ -61,19 +60,19 @@ class MergeMethod:
     name: str
     paper: str
     url: str
-    run: Callable[[dict[str, torch.Tensor], list[TaskUpdate], MergeConfig], dict[str, LayerResult]]
+    run: Callable[[dict[str, torch.Tensor], list[TaskUpdate], MergeConfig], dict]
     needs_low_rank: bool = False  # refuses inputs that are not plain low-rank (cat, rmm)
-    doc: ClassVar[str] = ""
+    result: str = "update"  # "update": {path: LayerResult}; "basis": RMM's stored basis, reverted per task
 
 
 MERGERS: Registry[MergeMethod] = Registry("merge method")
 
 
-def register(name: str, paper: str, url: str = "", needs_low_rank: bool = False):
+def register(name: str, paper: str, url: str = "", needs_low_rank: bool = False, result: str = "update"):
     """@register("ties", paper, url): a merge function becomes a registered MergeMethod."""
 
     def add(run):
-        MERGERS.register(name)(MergeMethod(name, paper, url, run, needs_low_rank))
+        MERGERS.register(name)(MergeMethod(name, paper, url, run, needs_low_rank, result))
         return run
 
     return add
