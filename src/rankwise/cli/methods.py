@@ -1,6 +1,7 @@
 """`rankwise methods`: every registered adapter method (its paper, what trains, whether it merges, its
 config fields with their defaults), then every compression method (its paper and config fields), then
-every pre-training method: the optimizers and the parameterizations (`rankwise pretrain --method`)."""
+every pre-training method: the optimizers and the parameterizations (`rankwise pretrain --method`), then
+every merge method (`rankwise merge --method`)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import textwrap
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser("methods", help="list the adapter, compression and pre-training methods",
+    parser = sub.add_parser("methods", help="list the adapter, compression, pre-training and merge methods",
                             description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
     parser.add_argument("--compress", action="store_true", help="with --json: list the compression methods")
     parser.add_argument("--pretrain", action="store_true", help="with --json: list the pre-training methods")
+    parser.add_argument("--merge", action="store_true", help="with --json: list the merge methods")
     parser.set_defaults(run=run)
 
 
@@ -53,6 +55,15 @@ def describe_pretraining() -> list[dict]:
                          for n, c in ((name, REPARAMS.get(name)) for name in REPARAMS.names())]
 
 
+def describe_mergers() -> list[dict]:
+    from ..merging import MERGERS
+
+    return [{"name": n, "paper": m.paper, "url": m.url,
+             "output": {"basis": "an RMM basis"}.get(m.result, "adapter or model"),
+             "inputs": "plain LoRA adapters" if m.needs_low_rank else "any mergeable adapters or models",
+             "fields": {}} for n, m in ((name, MERGERS.get(name)) for name in MERGERS.names())]
+
+
 def _defaults(config_class) -> dict:
     import dataclasses
 
@@ -62,8 +73,10 @@ def _defaults(config_class) -> dict:
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     rows, compressors, pretraining = describe_methods(), describe_compressors(), describe_pretraining()
+    mergers = describe_mergers()
     if args.json:
-        chosen = compressors if args.compress else pretraining if args.pretrain else rows
+        chosen = compressors if args.compress else pretraining if args.pretrain else mergers if args.merge \
+            else rows
         print(json.dumps(chosen, indent=2))
         return 0
     width = max(len(r["name"]) for r in rows)
@@ -76,17 +89,19 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         fields = ", ".join(f"{k}={json.dumps(v)}" for k, v in r["fields"].items())
         print(textwrap.fill(f"fields: {fields}", 100, initial_indent=indent, subsequent_indent=indent + "  "))
     for title, section in (("compression methods (rankwise compress)", compressors),
-                           ("pre-training methods (rankwise pretrain)", pretraining)):
+                           ("pre-training methods (rankwise pretrain)", pretraining),
+                           ("merge methods (rankwise merge)", mergers)):
         print(f"\n{title}:")
         width = max(len(r["name"]) for r in section)
         for r in section:
             indent = " " * (width + 2)
             print(f"{r['name']:<{width}}  {r['paper']}")
             reads = f"reads calibration {r['calibration']}   " if r.get("calibration") else ""
-            kind = f"{r['kind']}   " if "kind" in r else ""
+            kind = f"{r['kind']}   " if "kind" in r else f"inputs: {r['inputs']}   " if "inputs" in r else ""
             if reads or kind or r["url"]:
                 print(f"{indent}{kind}{reads}{r['url']}".rstrip())
-            fields = ", ".join(f"{k}={json.dumps(v)}" for k, v in r["fields"].items())
-            print(textwrap.fill(f"fields: {fields}", 100, initial_indent=indent,
-                                subsequent_indent=indent + "  "))
+            if r["fields"]:
+                fields = ", ".join(f"{k}={json.dumps(v)}" for k, v in r["fields"].items())
+                print(textwrap.fill(f"fields: {fields}", 100, initial_indent=indent,
+                                    subsequent_indent=indent + "  "))
     return 0
