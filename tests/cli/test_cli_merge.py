@@ -71,3 +71,18 @@ def test_rmm_saves_a_basis_and_reverts_each_input_exactly_at_k_equal_n(tmp_path,
     assert main(["merge", "tiny-llama", "--revert", "9", "--basis", str(basis), "--out",
                  str(tmp_path / "x")]) == 2
     assert "no task '9'" in capsys.readouterr().err
+
+
+def test_eval_reports_each_task_beside_its_expert_and_held_out_perplexity(tmp_path, capsys):
+    inputs = _inputs(tmp_path, 2)
+    assert main(["merge", "tiny-llama", "--inputs", *inputs, "--method", "task-arithmetic", "--eval",
+                 "iso-dates", "reverse-words", "--eval-limit", "2", "--out", str(tmp_path / "ta"),
+                 "--json"]) == 0
+    evaluation = json.loads(capsys.readouterr().out)["evaluation"]
+    assert [row["task"] for row in evaluation["tasks"]] == ["iso-dates", "reverse-words"]
+    assert all(0 <= row["expert"] <= 1 and 0 <= row["merged"] <= 1 for row in evaluation["tasks"])
+    ppl = evaluation["perplexity"]
+    assert len(ppl["experts"]) == 2 and len(ppl["merged"]) == 1 and ppl["base"] > 1
+    assert main(["merge", "tiny-llama", "--inputs", *inputs, "--method", "ties", "--eval", "iso-dates",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "one bundled task per input" in capsys.readouterr().err

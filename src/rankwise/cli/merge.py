@@ -36,6 +36,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--seed", type=int, help="dare: the seed of the random masks [0]")
     parser.add_argument("--variant", choices=("G", "C"), help="orthomerge: G (whole update) or C (conflicts)")
     parser.add_argument("--residual", choices=("ta", "ties"), help="orthomerge: how residuals merge [ta]")
+    parser.add_argument("--eval", nargs="+", metavar="TASK", help="one bundled task per input: report each "
+                        "input's and the merge's exact match on it, and held-out perplexity (forgetting)")
+    parser.add_argument("--eval-limit", type=int, default=50, metavar="N", help="test examples per task [50]")
     parser.add_argument("--out", default="merged", metavar="DIR", help="output folder [merged]")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(run=run)
@@ -58,6 +61,15 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         raise ConfigError("give --inputs DIR ... and --method NAME (or --revert TASK --basis DIR).")
     else:
         MERGERS.get(args.method)  # an unknown method fails before the base model loads
+    if args.eval:
+        from ..data import list_tasks
+
+        if args.revert is not None or len(args.eval) != len(args.inputs):
+            raise ConfigError(f"--eval takes one bundled task per input ({len(args.inputs or [])}), in "
+                              "order.")
+        unknown = [task for task in args.eval if task not in list_tasks()]
+        if unknown:
+            raise ConfigError(f"unknown task(s) {unknown}; bundled tasks: {', '.join(list_tasks())}.")
     out = Path(args.out)
     check_writable(out)
     previous = (out / "adapter.json").is_file() or (out / "rmm.json").is_file() or is_model_folder(out)
@@ -80,6 +92,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     else:
         save_model(model, out, tokenizer)
     result["output"] = str(out)
+    if args.eval:
+        result["evaluation"] = _evaluate(args, model, tokenizer, result["kind"], out)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -87,4 +101,40 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
                 "basis": f"an RMM basis of {result['rank']} models"}[result["kind"]]
         print(f"merged {len(args.inputs)} inputs with {args.method} over {result['layers']} layers: {what} "
               f"in {out}")
+        for row in result.get("evaluation", {}).get("tasks", []):
+            print(f"  {row['task']:<16} expert {row['expert']:.3f}   merged {row['merged']:.3f}")
+        if "evaluation" in result:
+            ppl = result["evaluation"]["perplexity"]
+            print(f"  held-out perplexity: base {ppl['base']:.2f}, experts "
+                  f"{', '.join(f'{p:.2f}' for p in ppl['experts'])}, merged "
+                  f"{', '.join(f'{p:.2f}' for p in ppl['merged'])}")
     return 0
+
+
+def _evaluate(args, merged, tokenizer, kind: str, out) -> dict:
+    """Each input's own score and the merge's on its task, and held-out perplexity (merging.evaluate)."""
+    from pathlib import Path
+
+    from ..io import load_adapter
+    from ..merging import rmm
+    from ..merging.evaluate import evaluate_merge
+    from ..models import load
+
+    def fresh():
+        return load(args.base)[0]
+
+    def expert(index: int):
+        source = Path(args.inputs[index])
+        if (source / "adapter.json").is_file() or (source / "adapter_config.json").is_file():
+            return load_adapter(fresh(), source)
+        return load(str(source))[0]
+
+    def merged_for(index: int):
+        if kind != "basis":
+            return merged
+        model = fresh()
+        rmm.revert(model, out, index + 1)
+        return model
+
+    return evaluate_merge(expert, merged_for, fresh(), tokenizer, args.eval, args.eval_limit,
+                          progress=not args.json)
