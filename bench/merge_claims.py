@@ -1,0 +1,175 @@
+"""Issue 12's claims on SmolLM2-135M: four rank-8 LoRA experts on four bundled tasks, merged by every
+method, each merge scored on every expert's task (as a fraction of the expert's own score) and on
+held-out text (perplexity: forgetting).
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/merge_claims.py [--steps 100] [--eval-limit 50]
+
+Experts: `rankwise finetune` with the demo's recipe (LoRA r 8, α 16, all linear layers, lr 1e-3, batch
+8, warmup 5 %), STEPS steps each, seed 42; kept under bench/.cache/merge (reused when present).
+Merges, all at weight 1 per expert: task-arithmetic (a sum), linear (the mean), ties and dare-ties and
+dare-linear at density 0.5 (seed 0), svd at rank 8, cat, orthomerge G and C (task-arithmetic residuals,
+λ = 0.2), rmm at k = 1, 2, 3, 4 (each task scored with its reverted adapter). Time and output size of
+each merge are measured in the same process.
+
+Writes bench/results/merge_claims.json, merge_claims.md (table, claims) and merge_claims.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import rankwise  # noqa: E402
+from rankwise.merging import merge_adapters, rmm  # noqa: E402
+from rankwise.merging.evaluate import evaluate_merge  # noqa: E402
+from rankwise.models import load  # noqa: E402
+
+TASKS = ["unit-conversion", "reverse-words", "mental-math", "spell-numbers"]
+MERGES = {  # label -> (method, fields)
+    "task-arithmetic": ("task-arithmetic", {}),
+    "linear (mean)": ("linear", {}),
+    "ties": ("ties", {"density": 0.5}),
+    "dare-linear": ("dare-linear", {"density": 0.5}),
+    "dare-ties": ("dare-ties", {"density": 0.5}),
+    "svd (r 8)": ("svd", {"rank": 8}),
+    "cat": ("cat", {}),
+    "orthomerge G": ("orthomerge", {"variant": "G"}),
+    "orthomerge C": ("orthomerge", {"variant": "C"}),
+    **{f"rmm k={k}": ("rmm", {"rank": k}) for k in (1, 2, 3, 4)},
+}
+
+
+def train_experts(steps: int, cache: Path) -> list[dict]:
+    experts = []
+    for task in TASKS:
+        out = cache / f"{task}-{steps}"
+        if not (out / "results.json").is_file():
+            rankwise.finetune({**json.loads((ROOT / "examples" / "demo.json").read_text()), "task": task,
+                               "max_steps": steps, "eval_size": 50, "save_every": 0, "output_dir": str(out),
+                               "progress": False})
+        experts.append({"task": task, "adapter": str(out / "adapter"),
+                        **json.loads((out / "results.json").read_text())})
+        print(f"expert {task}: base {experts[-1]['base_exact_match']:.2f} -> "
+              f"{experts[-1]['tuned_exact_match']:.2f}", flush=True)
+    return experts
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def run_merge(label: str, method: str, fields: dict, experts: list[dict], scratch: Path, limit: int) -> dict:
+    model, tokenizer = load("smollm2-135m")
+    inputs = [e["adapter"] for e in experts]
+    started = time.perf_counter()
+    result = merge_adapters(model, inputs, method, **fields)
+    seconds = time.perf_counter() - started
+    out = scratch / label.replace(" ", "_")
+    if result["kind"] == "adapter":
+        rankwise.save_adapter(model, out, "merged")
+    elif result["kind"] == "basis":
+        rmm.save_basis(out, result.pop("basis"), result["inputs"], result["rank"])
+    else:
+        rankwise.save_model(model, out)
+
+    def merged_for(index: int):
+        if result["kind"] != "basis":
+            return model
+        reverted = load("smollm2-135m")[0]
+        rmm.revert(reverted, out, index + 1)
+        return reverted
+
+    def expert(index: int):
+        return rankwise.load_adapter(load("smollm2-135m")[0], inputs[index])
+
+    evaluation = evaluate_merge(expert, merged_for, load("smollm2-135m")[0], tokenizer, TASKS, limit,
+                                progress=False)
+    row = {"label": label, "method": method, "fields": fields, "kind": result["kind"], "seconds": seconds,
+           "output_bytes": folder_bytes(out), **evaluation}
+    ratios = [t["ratio"] for t in evaluation["tasks"] if t["ratio"] is not None]
+    row["mean_ratio"] = sum(ratios) / len(ratios) if ratios else None
+    print(f"{label:<16} mean ratio {row['mean_ratio']:.3f}, merged ppl "
+          f"{evaluation['perplexity']['merged']}, {seconds:.2f} s", flush=True)
+    return row
+
+
+def claims(rows: dict[str, dict]) -> list[dict]:
+    ta, ties, dare = rows["task-arithmetic"], rows["ties"], rows["dare-ties"]
+    ortho = rows["orthomerge G"]
+    ppl = {k: sum(r["perplexity"]["merged"]) / len(r["perplexity"]["merged"]) for k, r in rows.items()}
+    best_single = max(r["mean_ratio"] for k, r in rows.items() if not k.startswith("rmm"))
+    rmm_below = [rows[f"rmm k={k}"]["mean_ratio"] for k in (1, 2, 3)]
+    return [
+        {"claim": "TIES and DARE beat plain task arithmetic at equal scaling (weight 1 each)",
+         "held": ties["mean_ratio"] > ta["mean_ratio"] and dare["mean_ratio"] > ta["mean_ratio"],
+         "evidence": f"mean ratio TIES {ties['mean_ratio']:.3f}, DARE-TIES {dare['mean_ratio']:.3f}, "
+                     f"TA {ta['mean_ratio']:.3f}"},
+        {"claim": "OrthoMerge forgets less than task arithmetic at the same per-task score",
+         "held": ppl["orthomerge G"] < ppl["task-arithmetic"] and ortho["mean_ratio"] >= ta["mean_ratio"],
+         "evidence": f"held-out perplexity OrthoMerge {ppl['orthomerge G']:.2f} vs TA "
+                     f"{ppl['task-arithmetic']:.2f}; mean ratio {ortho['mean_ratio']:.3f} vs "
+                     f"{ta['mean_ratio']:.3f}"},
+        {"claim": "RMM with k < n scores higher per task than any single merged model; k = n is exact",
+         "held": min(rmm_below) > best_single and rows["rmm k=4"]["mean_ratio"] >= 0.999,
+         "evidence": f"RMM k=1..3 {[round(r, 3) for r in rmm_below]}, k=4 "
+                     f"{rows['rmm k=4']['mean_ratio']:.3f}; best single merge {best_single:.3f}"},
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--eval-limit", type=int, default=50)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    import tempfile
+
+    experts = train_experts(args.steps, ROOT / "bench" / ".cache" / "merge")
+    with tempfile.TemporaryDirectory() as scratch:
+        rows = {label: run_merge(label, method, fields, experts, Path(scratch), args.eval_limit)
+                for label, (method, fields) in MERGES.items()}
+    found = claims(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "merge_claims.json").write_text(json.dumps({"experts": experts, "merges": rows,
+                                                            "claims": found}, indent=1) + "\n")
+    lines = ["| merge | kind | mean score / expert | " + " | ".join(TASKS) + " | held-out ppl | seconds | "
+             "output MiB |", "|---" * (6 + len(TASKS)) + "|"]
+    for label, r in rows.items():
+        scores = " | ".join(f"{t['merged']:.2f}/{t['expert']:.2f}" for t in r["tasks"])
+        ppl = sum(r["perplexity"]["merged"]) / len(r["perplexity"]["merged"])
+        lines.append(f"| {label} | {r['kind']} | {r['mean_ratio']:.3f} | {scores} | {ppl:.2f} | "
+                     f"{r['seconds']:.2f} | {r['output_bytes'] / 2**20:.1f} |")
+    base_ppl = next(iter(rows.values()))["perplexity"]["base"]
+    marks = "\n".join(f"- {'held' if c['held'] else 'NOT held'}: {c['claim']} ({c['evidence']})"
+                      for c in found)
+    (args.out / "merge_claims.md").write_text(
+        f"# Merging four SmolLM2 LoRA experts\n\nbase held-out perplexity {base_ppl:.2f}\n\n"
+        + "\n".join(lines) + f"\n\n{marks}\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for label, r in rows.items():
+        ppl = sum(r["perplexity"]["merged"]) / len(r["perplexity"]["merged"])
+        ax.scatter(ppl, r["mean_ratio"])
+        ax.annotate(label, (ppl, r["mean_ratio"]), fontsize=7)
+    ax.axvline(base_ppl, color="gray", linestyle="--", linewidth=1, label="base model")
+    ax.set(xlabel="held-out perplexity (lower: less forgetting)", ylabel="mean exact match / expert's",
+           title="four SmolLM2 LoRA experts merged")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.out / "merge_claims.png")
+    print("\n".join(lines))
+    print(marks)
+
+
+if __name__ == "__main__":
+    main()
