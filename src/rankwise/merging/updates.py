@@ -59,7 +59,7 @@ def _adapter_update(model: nn.Module, folder: Path, name: str) -> TaskUpdate:
 def _model_update(model: nn.Module, folder: Path) -> TaskUpdate:
     from ..models import load
 
-    tuned, _ = load(str(folder))
+    tuned, _ = load(str(folder), tokenizer=False)
     base_layers = {p: m for p, m in model.named_modules() if is_linear(m)}
     tuned_layers = {p: m for p, m in tuned.named_modules() if is_linear(m)}
     if base_layers.keys() != tuned_layers.keys():

@@ -24,14 +24,15 @@ __all__ = ["EMBEDDED", "ModelPackageMissing", "cache_root", "load", "require_cau
 _ENCODERS = {"minilm-l6"}
 
 
-def load(name_or_path: str, dtype: torch.dtype = torch.float32, *, seed: int = 0):
+def load(name_or_path: str, dtype: torch.dtype = torch.float32, *, seed: int = 0, tokenizer: bool = True):
     """(model, tokenizer) in eval mode, for an embedded name, a local HF folder or a local .gguf file,
     or a folder rankwise.io.save_model wrote (a compressed or adapted model; tokenizer None if none was
     saved with it).
 
     Embedded names are in EMBEDDED. A .gguf (SmolLM2's included) is dequantized once and cached as
     safetensors under $RANKWISE_CACHE (default ~/.cache/rankwise). Nothing is ever downloaded.
-    `seed` only matters for "tiny-llama", whose weights are random.
+    `seed` only matters for "tiny-llama", whose weights are random. tokenizer=False skips a local
+    folder's tokenizer (None is returned), for weights-only uses such as reading a fine-tune to merge.
     """
     name = str(name_or_path)
     if name == "tiny-llama":
@@ -55,7 +56,7 @@ def load(name_or_path: str, dtype: torch.dtype = torch.float32, *, seed: int = 0
             raise ConfigError(
                 f"{path} has no config.json; point at a Hugging Face model folder (save_pretrained)."
             )
-        return _load_folder(path, dtype)
+        return _load_folder(path, dtype, tokenizer=tokenizer)
     known = ", ".join(sorted(EMBEDDED))
     raise ConfigError(
         f"unknown model {name!r}: it is neither an embedded model ({known}) nor an existing local "
