@@ -11,6 +11,11 @@ dare-linear at density 0.5 (seed 0), svd at rank 8, cat, orthomerge G and C (tas
 λ = 0.2), rmm at k = 1, 2, 3, 4 (each task scored with its reverted adapter). Time and output size of
 each merge are measured in the same process.
 
+Parity with mergekit on the real model: each expert folded into a full model folder, merged by mergekit
+0.1.5 (ties, density 0.5, weight 1) and by rankwise straight from the adapter folders; the merged linear
+weights are compared, and each side's wall time and peak resident memory are measured in its own
+subprocess (rankwise never forms the experts' full models).
+
 Writes bench/results/merge_claims.json, merge_claims.md (table, claims) and merge_claims.png.
 """
 
@@ -18,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -99,6 +106,65 @@ def run_merge(label: str, method: str, fields: dict, experts: list[dict], scratc
     return row
 
 
+CHILD = """
+import json, resource, sys, time
+import torch
+from safetensors.torch import save_file
+args = json.loads(sys.argv[1])
+started = time.perf_counter()
+if args["side"] == "mergekit":
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import MergeOptions, run_merge
+    config = MergeConfiguration.model_validate({"merge_method": "ties", "base_model": args["base"],
+        "dtype": "float32", "models": [{"model": m, "parameters": {"weight": 1.0, "density": 0.5}}
+                                       for m in args["models"]]})
+    run_merge(config, args["out"], MergeOptions(copy_tokenizer=False, quiet=True))
+else:
+    from rankwise.merging import merge_adapters
+    from rankwise.models import load
+    model, _ = load(args["base"], tokenizer=False)
+    merge_adapters(model, args["models"], "ties", density=0.5)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items() if k.endswith("proj.weight")},
+              args["out"] + "/model.safetensors")
+print(json.dumps({"seconds": time.perf_counter() - started,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def mergekit_parity(experts: list[dict], cache: Path, scratch: Path) -> dict:
+    """Both tools' ties merge of the same experts: max weight difference, time, peak memory."""
+    from safetensors.torch import load_file
+
+    from rankwise.models.embedded import package_file
+    from rankwise.models.gguf import ensure_converted
+
+    base = ensure_converted(package_file("smollm2-135m"))
+    folded = []
+    for expert in experts:
+        folder = cache / f"folded-{Path(expert['adapter']).parent.name}"
+        if not (folder / "config.json").is_file():
+            model = rankwise.load_adapter(load("smollm2-135m")[0], expert["adapter"])
+            rankwise.unload(model, merge=True)
+            model.save_pretrained(folder)
+        folded.append(str(folder))
+    measured = {}
+    for side, models in (("rankwise", [e["adapter"] for e in experts]), ("mergekit", folded)):
+        out = scratch / f"parity-{side}"
+        out.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(
+            {"side": side, "base": str(base), "models": models, "out": str(out)})],
+            capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        measured[side] = json.loads(done.stdout.strip().splitlines()[-1])
+        measured[side]["weights"] = load_file(out / "model.safetensors")
+    ours, theirs = measured["rankwise"].pop("weights"), measured["mergekit"].pop("weights")
+    keys = [k for k in ours if k.endswith("proj.weight")]
+    measured["max_abs_difference"] = max((ours[k] - theirs[k]).abs().max().item() for k in keys)
+    measured["tensors_compared"] = len(keys)
+    print(f"mergekit parity: max |Δ| {measured['max_abs_difference']:.2e} over {len(keys)} tensors; "
+          f"rankwise {measured['rankwise']}, mergekit {measured['mergekit']}", flush=True)
+    return measured
+
+
 def claims(rows: dict[str, dict]) -> list[dict]:
     ta, ties, dare = rows["task-arithmetic"], rows["ties"], rows["dare-ties"]
     ortho = rows["orthomerge G"]
@@ -130,14 +196,17 @@ def main() -> None:
     args = parser.parse_args()
     import tempfile
 
-    experts = train_experts(args.steps, ROOT / "bench" / ".cache" / "merge")
+    cache = ROOT / "bench" / ".cache" / "merge"
+    experts = train_experts(args.steps, cache)
     with tempfile.TemporaryDirectory() as scratch:
+        parity = mergekit_parity(experts, cache, Path(scratch))
         rows = {label: run_merge(label, method, fields, experts, Path(scratch), args.eval_limit)
                 for label, (method, fields) in MERGES.items()}
     found = claims(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "merge_claims.json").write_text(json.dumps({"experts": experts, "merges": rows,
-                                                            "claims": found}, indent=1) + "\n")
+                                                            "mergekit_parity": parity, "claims": found},
+                                                           indent=1) + "\n")
     lines = ["| merge | kind | mean score / expert | " + " | ".join(TASKS) + " | held-out ppl | seconds | "
              "output MiB |", "|---" * (6 + len(TASKS)) + "|"]
     for label, r in rows.items():
@@ -148,9 +217,14 @@ def main() -> None:
     base_ppl = next(iter(rows.values()))["perplexity"]["base"]
     marks = "\n".join(f"- {'held' if c['held'] else 'NOT held'}: {c['claim']} ({c['evidence']})"
                       for c in found)
+    kit, ours = parity["mergekit"], parity["rankwise"]
+    parity_line = (f"mergekit parity (ties, density 0.5): max |Δ| {parity['max_abs_difference']:.2e} over "
+                   f"{parity['tensors_compared']} tensors; time rankwise/mergekit "
+                   f"{ours['seconds'] / kit['seconds']:.2f}, peak memory rankwise/mergekit "
+                   f"{ours['peak_rss_mib'] / kit['peak_rss_mib']:.2f}")
     (args.out / "merge_claims.md").write_text(
         f"# Merging four SmolLM2 LoRA experts\n\nbase held-out perplexity {base_ppl:.2f}\n\n"
-        + "\n".join(lines) + f"\n\n{marks}\n")
+        + "\n".join(lines) + f"\n\n{marks}\n\n{parity_line}\n")
     import matplotlib
 
     matplotlib.use("Agg")
