@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import rankwise
-from rankwise.errors import BaseModelMismatch, ConfigError
+from rankwise.errors import BaseModelMismatch, ConfigError, NotMergeable
 from rankwise.merging import merge_adapters, read_update
 
 from ..conftest import make_tiny_llama
@@ -107,3 +107,24 @@ def test_bad_inputs_are_refused_by_name_and_change_nothing(tmp_path):
         merge_adapters(model, [folder], "average")
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
     assert not rankwise.adapters.adapter_names(model)
+
+
+def test_a_non_mergeable_input_is_refused_by_name(tmp_path):
+    model = make_tiny_llama(0)
+    rankwise.adapt(model, "adaptertune")
+    rankwise.save_adapter(model, tmp_path / "adaptertune")
+    folder, _ = _adapter_folder(tmp_path, "lora")
+    with pytest.raises(NotMergeable, match=r"adaptertune: its method adaptertune cannot be folded"):
+        merge_adapters(make_tiny_llama(0), [folder, tmp_path / "adaptertune"], "ties")
+
+
+def test_rmm_needs_the_same_layers(tmp_path):
+    a, _ = _adapter_folder(tmp_path, "a")
+    model = make_tiny_llama(0)
+    torch.manual_seed(0)
+    rankwise.adapt(model, "lora", rank=2, targets=["q_proj"])
+    with torch.no_grad():
+        model.model.layers[0].self_attn.q_proj.adapters["default"].lora_B.normal_()
+    rankwise.save_adapter(model, tmp_path / "q-only")
+    with pytest.raises(ConfigError, match="RMM needs every input to adapt the same layers"):
+        merge_adapters(make_tiny_llama(0), [a, tmp_path / "q-only"], "rmm", rank=1)

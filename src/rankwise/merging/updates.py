@@ -41,13 +41,12 @@ def _adapter_update(model: nn.Module, folder: Path, name: str) -> TaskUpdate:
     try:
         update = TaskUpdate(str(folder), {})
         for path, adapter in layers_of(model, name).items():
+            if not adapter.mergeable:
+                raise NotMergeable(f"{folder}: its method {adapter.name} cannot be folded into the base "
+                                   f"weight ({path}), so it has no update to merge; merge mergeable adapters "
+                                   "only (see `rankwise methods`).")
             weight = model.get_submodule(path).base.weight.detach().float()
-            try:
-                update.dense[path] = (adapter.merged_weight(weight) - weight).detach()
-            except NotMergeable:
-                raise ConfigError(f"{folder}: its method {adapter.name} cannot be folded into the base "
-                                  f"weight ({path}), so it has no update to merge; merge mergeable "
-                                  "adapters only (see `rankwise methods`).") from None
+            update.dense[path] = (adapter.merged_weight(weight) - weight).detach()
             if type(adapter).delta_weight is Lora.delta_weight:  # ΔW = s · B A, nothing else
                 update.factors[path] = (adapter.lora_B.detach().float() * adapter.scale,
                                         adapter.lora_A.detach().float())
