@@ -135,7 +135,8 @@ def pretrain(config: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
     first_step = 0 if resume_from is None else read_json(resume_from / "trainer_state.json")["step"]
     result: dict[str, Any] = {
         "output_dir": str(out), "method": config.method, "size": config.size, "optimizer": config.optimizer,
-        "rank": None if config.method in ("adamw", "sgd") else config.rank_for(model.config.hidden_size),
+        "rank": config.rank_for(model.config.hidden_size) if config.is_reparam
+        else config.optimizer_config.get("rank"),  # None: a full-rank optimizer
         "steps": trained["step"], "final_loss": trained["loss"], "parameters": params,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "tokens_seen": trained["step"] * config.gradient_accumulation_steps
