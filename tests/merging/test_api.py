@@ -128,3 +128,12 @@ def test_rmm_needs_the_same_layers(tmp_path):
     rankwise.save_adapter(model, tmp_path / "q-only")
     with pytest.raises(ConfigError, match="RMM needs every input to adapt the same layers"):
         merge_adapters(make_tiny_llama(0), [a, tmp_path / "q-only"], "rmm", rank=1)
+
+
+def test_a_peft_folder_is_an_input_like_any_other(tmp_path):
+    folder, tuned = _adapter_folder(tmp_path, "a")
+    rankwise.save_adapter(tuned, tmp_path / "peft", format="peft")
+    ours, theirs = read_update(make_tiny_llama(0), folder), read_update(make_tiny_llama(0), tmp_path / "peft")
+    assert theirs.low_rank and ours.dense.keys() == theirs.dense.keys()
+    for path in ours.dense:
+        torch.testing.assert_close(theirs.dense[path], ours.dense[path])
