@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import rankwise  # noqa: E402
 from rankwise.merging import merge_adapters, rmm  # noqa: E402
-from rankwise.merging.evaluate import evaluate_merge  # noqa: E402
+from rankwise.merging.evaluate import evaluate_merge, score_experts  # noqa: E402
 from rankwise.models import load  # noqa: E402
 
 TASKS = ["unit-conversion", "reverse-words", "mental-math", "spell-numbers"]
@@ -71,7 +71,8 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def run_merge(label: str, method: str, fields: dict, experts: list[dict], scratch: Path, limit: int) -> dict:
+def run_merge(label: str, method: str, fields: dict, experts: list[dict], scores: list[dict], scratch: Path,
+              limit: int) -> dict:
     model, tokenizer = load("smollm2-135m")
     inputs = [e["adapter"] for e in experts]
     started = time.perf_counter()
@@ -92,10 +93,7 @@ def run_merge(label: str, method: str, fields: dict, experts: list[dict], scratc
         rmm.revert(reverted, out, index + 1)
         return reverted
 
-    def expert(index: int):
-        return rankwise.load_adapter(load("smollm2-135m")[0], inputs[index])
-
-    evaluation = evaluate_merge(expert, merged_for, load("smollm2-135m")[0], tokenizer, TASKS, limit,
+    evaluation = evaluate_merge(scores, merged_for, load("smollm2-135m")[0], tokenizer, TASKS, limit,
                                 progress=False)
     row = {"label": label, "method": method, "fields": fields, "kind": result["kind"], "seconds": seconds,
            "output_bytes": folder_bytes(out), **evaluation}
@@ -192,15 +190,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--eval-limit", type=int, default=50)
+    parser.add_argument("--experts-only", action="store_true", help="train (or find) the experts and stop")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     import tempfile
 
     cache = ROOT / "bench" / ".cache" / "merge"
     experts = train_experts(args.steps, cache)
+    if args.experts_only:
+        return
+    tokenizer = load("smollm2-135m")[1]
+    scores = score_experts(lambda i: rankwise.load_adapter(load("smollm2-135m")[0], experts[i]["adapter"]),
+                           tokenizer, TASKS, args.eval_limit, progress=False)
     with tempfile.TemporaryDirectory() as scratch:
         parity = mergekit_parity(experts, cache, Path(scratch))
-        rows = {label: run_merge(label, method, fields, experts, Path(scratch), args.eval_limit)
+        rows = {label: run_merge(label, method, fields, experts, scores, Path(scratch), args.eval_limit)
                 for label, (method, fields) in MERGES.items()}
     found = claims(rows)
     args.out.mkdir(parents=True, exist_ok=True)

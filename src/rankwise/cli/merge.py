@@ -117,7 +117,7 @@ def _evaluate(args, merged, tokenizer, kind: str, out) -> dict:
 
     from ..io import load_adapter
     from ..merging import rmm
-    from ..merging.evaluate import evaluate_merge
+    from ..merging.evaluate import evaluate_merge, score_experts
     from ..models import load
 
     def fresh():
@@ -136,5 +136,6 @@ def _evaluate(args, merged, tokenizer, kind: str, out) -> dict:
         rmm.revert(model, out, index + 1)
         return model
 
-    return evaluate_merge(expert, merged_for, fresh(), tokenizer, args.eval, args.eval_limit,
+    experts = score_experts(expert, tokenizer, args.eval, args.eval_limit, progress=not args.json)
+    return evaluate_merge(experts, merged_for, fresh(), tokenizer, args.eval, args.eval_limit,
                           progress=not args.json)

@@ -27,22 +27,32 @@ def held_out_blocks(tokenizer, count: int = 16, length: int = 128) -> torch.Tens
     return token_blocks(tokenizer, corpus_text("evaluation"), length, count, source="the bundled corpus")
 
 
-def evaluate_merge(load_expert: Callable[[int], torch.nn.Module],
-                   merged_for: Callable[[int], torch.nn.Module], base: torch.nn.Module, tokenizer,
-                   tasks: list[str], limit: int = 50, progress: bool = True) -> dict:
+def score_experts(load_expert: Callable[[int], torch.nn.Module], tokenizer, tasks: list[str], limit: int = 50,
+                  progress: bool = True) -> list[dict]:
+    """[{"exact_match", "perplexity"}] of each input on its own task and on the held-out text."""
+    from ..train.evaluate import perplexity
+
+    blocks, scores = held_out_blocks(tokenizer), []
+    for index, task in enumerate(tasks):
+        expert = load_expert(index)
+        scores.append({"exact_match": exact_match_on(expert, tokenizer, task, limit, progress),
+                       "perplexity": perplexity(expert, blocks, progress=False)})
+    return scores
+
+
+def evaluate_merge(experts: list[dict], merged_for: Callable[[int], torch.nn.Module], base: torch.nn.Module,
+                   tokenizer, tasks: list[str], limit: int = 50, progress: bool = True) -> dict:
     """{"tasks": [{task, expert, merged, ratio}], "perplexity": {"base", "experts", "merged"}}.
 
-    load_expert(i) / merged_for(i) give the model to score on input i's task (merged_for may return the
-    same model for every i)."""
+    `experts` is score_experts' output; merged_for(i) gives the model to score on input i's task (it may
+    return the same model for every i)."""
     from ..train.evaluate import perplexity
 
     blocks = held_out_blocks(tokenizer)
-    rows, expert_ppl, merged_ppl, scored = [], [], [], set()
+    rows, merged_ppl, scored = [], [], set()
+    expert_ppl = [e["perplexity"] for e in experts]
     for index, task in enumerate(tasks):
-        expert = load_expert(index)
-        expert_score = exact_match_on(expert, tokenizer, task, limit, progress)
-        expert_ppl.append(perplexity(expert, blocks, progress=False))
-        del expert
+        expert_score = experts[index]["exact_match"]
         merged = merged_for(index)
         merged_score = exact_match_on(merged, tokenizer, task, limit, progress)
         if id(merged) not in scored:  # one merged model for every task, or RMM's one per task
