@@ -22,13 +22,21 @@ import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..adapters import StepContext, hooks
 from ..errors import ConfigError, DataError, TrainingDiverged
-from .checkpoint import capture_rng, read_checkpoint, restore_rng, rotate_checkpoints, write_checkpoint
+from .checkpoint import (
+    capture_rng,
+    read_checkpoint,
+    resolve_resume,
+    restore_rng,
+    rotate_checkpoints,
+    write_checkpoint,
+)
 from .config import TrainConfig
 from .schedule import warmup_steps_for
 from .trainee import AdapterTrainee, checkpoint_weights
@@ -46,6 +54,26 @@ def make_accelerator(config: TrainConfig):
 
     return Accelerator(cpu=not torch.cuda.is_available(),
                        gradient_accumulation_steps=config.gradient_accumulation_steps)
+
+
+def start_run(config, check_outputs: Callable[[Path], None]) -> tuple[Any, Callable, Path, Path | None]:
+    """(accelerator, say, output folder, checkpoint to resume from or None) for a finetune or pretrain
+    run. On the main process everything the run will write is checked first, not after the training it
+    would lose: the folder is writable, `check_outputs(folder)` passes; then config.json is written.
+    `say` prints on the main process when progress is on."""
+    from ..io import write_json
+    from ..io.atomic import check_writable
+
+    accelerator = make_accelerator(config)
+    main = accelerator.is_main_process
+    say = print if (main and config.progress) else (lambda *a, **k: None)
+    out = Path(config.output_dir)
+    if main:
+        check_writable(out)
+        check_outputs(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", config.to_dict())
+    return accelerator, say, out, resolve_resume(config.resume, out) if config.resume else None
 
 
 def stream_indices(n_examples: int, start: int, count: int, seed: int) -> list[int]:

@@ -93,26 +93,20 @@ def pretrain(config: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
     """Run one pre-training job; returns what results.json holds (see the module docstring). Under
     torchrun every process trains its share; only the main process evaluates and writes."""
     from ..io import read_json, save_model, write_json
-    from ..io.atomic import check_writable
     from ..io.model_folder import is_model_folder
     from ..models.scratch import byte_tokenizer, scratch_llama
-    from .checkpoint import resolve_resume
     from .evaluate import perplexity
-    from .loop import make_accelerator, train
+    from .loop import start_run, train
     from .plot import plot_loss
 
+    def check_outputs(out: Path) -> None:
+        folder = out / "model"
+        if folder.is_dir() and any(folder.iterdir()) and not is_model_folder(folder):
+            raise DataError(f"{folder} holds other files; pick another output_dir.")
+
     config = config if isinstance(config, PretrainConfig) else PretrainConfig.from_dict(config)
-    accelerator = make_accelerator(config)
+    accelerator, say, out, resume_from = start_run(config, check_outputs)
     main = accelerator.is_main_process
-    say = print if (main and config.progress) else (lambda *a, **k: None)
-    out = Path(config.output_dir)
-    if main:  # everything the run will write is checked now, not after the training it would lose
-        check_writable(out)
-        if (out / "model").exists() and any((out / "model").iterdir()) and not is_model_folder(out / "model"):
-            raise DataError(f"{out / 'model'} holds other files; pick another output_dir.")
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", config.to_dict())
-    resume_from = resolve_resume(config.resume, out) if config.resume else None
 
     tokenizer = byte_tokenizer()
     train_blocks, held_out, source = corpus_blocks(config, tokenizer)

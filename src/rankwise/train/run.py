@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..adapters import adapt, disabled, hooks, trainable_parameters
 from ..errors import DataError
-from .checkpoint import resolve_resume
 from .config import TrainConfig
-from .loop import make_accelerator, train
+from .loop import start_run, train
 
 
 def split_examples(config: TrainConfig) -> tuple[list[dict], list[dict]]:
@@ -70,22 +68,13 @@ def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
 
     from ..io import read_json, save_adapter, write_json
     from ..io.adapter_file import refuse_foreign_files
-    from ..io.atomic import check_writable
     from ..models import load
     from .evaluate import exact_match
     from .plot import plot_loss  # matplotlib loads in about a second: only when a run draws
 
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-    accelerator = make_accelerator(config)
+    accelerator, say, out, resume_from = start_run(config, lambda out: refuse_foreign_files(out / "adapter"))
     main = accelerator.is_main_process
-    say = print if (main and config.progress) else (lambda *a, **k: None)
-    out = Path(config.output_dir)
-    if main:  # everything the run will write is checked now, not after the training it would lose
-        check_writable(out)
-        refuse_foreign_files(out / "adapter")
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", config.to_dict())
-    resume_from = resolve_resume(config.resume, out) if config.resume else None
     # A resumed run reuses the base model's score from its checkpoint instead of generating again.
     base_saved = None
     if resume_from is not None:
