@@ -157,7 +157,8 @@ def plots(best: dict[str, dict], out: Path) -> None:
     bottom = torch.zeros(len(labels))
     for key, name in (("weights_bytes", "weights"), ("gradient_bytes", "gradients"),
                       ("optimizer_bytes", "optimizer state")):
-        sizes = [held_state(best[label]) if key == "optimizer_bytes" else best[label][key] for label in labels]
+        sizes = [held_state(best[label]) if key == "optimizer_bytes" else best[label][key]
+                 for label in labels]
         values = torch.tensor(sizes) / 2**20
         ax.bar(labels, values, bottom=bottom, label=name)
         bottom += values
@@ -188,7 +189,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--timing-steps", type=int, default=TIMING_STEPS)
     parser.add_argument("--replot", action="store_true",
-                        help="redraw the table and memory plot from --out's pretrain_claims.json, run nothing")
+                        help="redraw the table and plots from --out's pretrain_claims.json, run nothing")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     if args.replot:
