@@ -69,6 +69,9 @@ def revert(model, folder: str | Path, task: str | int, name: str = "reverted") -
     from .api import install_factors
 
     folder = Path(folder)
+    if not (folder / "rmm.json").is_file():
+        raise AdapterFileError(f"{folder} holds no rmm.json; point --basis at the folder `rankwise merge "
+                               "--method rmm` wrote.")
     meta = read_json(folder / "rmm.json")
     if meta.get("format") != FORMAT or not isinstance(meta.get("inputs"), list):
         raise AdapterFileError(f"{folder / 'rmm.json'} is not an RMM basis ({FORMAT}); point --basis at the "
