@@ -65,7 +65,7 @@ def merge_adapters(model: nn.Module, inputs: Sequence[str | Path], method: str, 
             if not update.low_rank:
                 raise ConfigError(f"input {index + 1} ({update.source}) is not a plain LoRA (its update is "
                                   f"not exactly B·A), which {method} needs; use svd, linear or ties.")
-    paths = {path for update in updates for path in update.dense}
+    paths = {path for update in updates for path in update.paths}
     modules = dict(model.named_modules())
     base = {path: _base_weight(modules[path]).detach() for path in paths}
     result = spec.run(base, updates, config)

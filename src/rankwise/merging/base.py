@@ -83,9 +83,11 @@ def union_paths(updates: list[TaskUpdate]) -> list[str]:
     leaves alone counts as a zero update there)."""
     seen: dict[str, None] = {}
     for update in updates:
-        seen.update(dict.fromkeys(update.dense))
+        seen.update(dict.fromkeys(update.paths))
     return list(seen)
 
 
 def deltas_at(path: str, updates: list[TaskUpdate], base: torch.Tensor) -> list[torch.Tensor]:
-    return [u.dense.get(path, torch.zeros_like(base, dtype=torch.float32)) for u in updates]
+    """Every input's dense ΔW of one layer (zeros where an input leaves it alone)."""
+    deltas = [u.delta(path) for u in updates]
+    return [torch.zeros_like(base, dtype=torch.float32) if d is None else d for d in deltas]
