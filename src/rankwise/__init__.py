@@ -9,6 +9,7 @@ from .adapters import (
     enable,
     hooks,
     merge,
+    mixed_batch,
     set_active,
     trainable_parameters,
     unload,
@@ -24,7 +25,7 @@ from .train import PretrainConfig, TrainConfig, finetune, pretrain
 __all__ = [
     "ADAPTERS", "PretrainConfig", "RankwiseCallback", "RankwiseError", "TrainConfig", "adapt", "analyze",
     "compress", "disable", "disabled", "enable", "finetune", "hooks", "load_adapter", "merge",
-    "merge_adapters", "pretrain", "reparametrize", "save_adapter", "save_model", "set_active",
+    "merge_adapters", "mixed_batch", "pretrain", "reparametrize", "save_adapter", "save_model", "set_active",
     "trainable_parameters", "unload", "unmerge", "__version__",
 ]
 

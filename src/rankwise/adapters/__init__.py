@@ -28,8 +28,9 @@ from .api import (
 )
 from .base import ADAPTERS, Adapter, AdapterConfig, StepContext, register
 from .layer import AdaptedLinear, AdaptedModule
+from .mixed import mixed_batch
 
-_INFRASTRUCTURE = {"api", "base", "hooks", "layer", "module_copy"}
+_INFRASTRUCTURE = {"api", "base", "hooks", "layer", "mixed", "module_copy"}
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _INFRASTRUCTURE and not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
@@ -37,6 +38,6 @@ for _module in pkgutil.iter_modules(__path__):
 __all__ = [
     "ADAPTERS", "Adapter", "AdapterConfig", "AdaptedLinear", "AdaptedModule", "StepContext", "register",
     "adapt", "adapted_layers", "adapter_names", "active_adapters", "disable", "disabled", "enable",
-    "get_config", "layers_of", "layout", "method_layers", "load_state", "merge", "set_active",
+    "get_config", "layers_of", "layout", "method_layers", "load_state", "merge", "mixed_batch", "set_active",
     "trainable_parameters", "unload", "unmerge",
 ]

@@ -15,6 +15,7 @@ from ..io.readers import check_state
 from ..surgery import get_module, is_linear, make_plan, replace_module, target_paths
 from .base import ADAPTERS, Adapter, AdapterConfig
 from .layer import AdaptedLinear, AdaptedModule
+from .mixed import install_adapter_names
 from .module_copy import ModuleCopy
 
 
@@ -103,6 +104,7 @@ def adapt(
             replace_module(model, path, module)
         adapter.train(module.training)
         module.adapters[name] = adapter
+    install_adapter_names(model)  # model(..., adapter_names=[one per row]): see rankwise.adapters.mixed
     set_active(model, name)
     return model
 

@@ -10,6 +10,9 @@ Stacking is exact: adapter k's update is merged_weight_k(W_{k-1}) - W_{k-1}, whe
 with adapters 1..k-1 folded in. Additive methods do not care what W is; a method that reads the weight
 (DoRA normalises W + ΔW) is handed a view whose .weight is W_{k-1}, so the unmerged forward equals the
 forward after merging them all in order.
+
+While a mixed batch runs (rankwise.adapters.mixed), `routing` replaces the active list: each row of the
+batch goes through its own adapter (or none), on top of one base output for the whole batch.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class AdaptedModule(Wrapper):
         self.merged: list[str] = []
         self.disabled = False
         self._unmerged_weight: torch.Tensor | None = None
+        self.routing = None  # a rankwise.adapters.mixed.Routing while a mixed batch runs: one adapter per row
 
     def base_is_modified(self) -> bool:
         return bool(self.merged)
@@ -52,6 +56,8 @@ class AdaptedModule(Wrapper):
         out = self.base(*args, **kwargs)
         # The block's main input: transformers calls some modules with keywords only (hidden_states=).
         x = args[0] if args else next(iter(kwargs.values()))
+        if self.routing is not None:
+            return self.routing.apply(self, x, out)
         for adapter in self.pending():
             out = adapter(x, out, self.base)
         return out
@@ -119,6 +125,8 @@ class AdaptedLinear(AdaptedModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
+        if self.routing is not None:
+            return self.routing.apply(self, x, out)
         pending = self.pending()
         weight = None  # W with the adapters so far folded in, formed only when a later one reads it
         for index, adapter in enumerate(pending):
