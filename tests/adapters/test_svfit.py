@@ -1,10 +1,13 @@
 """SVFit: only the top-r singular values of W train; the singular vectors stay frozen."""
 
+import pytest
 import torch
 from torch import nn
 
 import rankwise
 from rankwise.adapters import layers_of
+from rankwise.adapters.base import Adapter
+from rankwise.adapters.svfit import Svfit
 
 from ..conftest import make_tiny_llama
 
@@ -41,3 +44,19 @@ def test_training_sigma_sets_the_top_singular_values_of_the_merged_weight():
     torch.testing.assert_close(merged_values, torch.cat([new_values, S[3:]]), atol=1e-5, rtol=0)
     rankwise.unmerge(model)
     assert torch.equal(layer.weight, W)
+
+
+def test_one_adam_step_moves_w_by_lr_sqrt_rank_whatever_the_width():
+    # Why SVFit has lr_scale > 1: U_r and V_r are orthonormal, so ‖ΔW‖_F = ‖δσ‖, and Adam's first step
+    # moves every σ_i by the rate: at LoRA's rate the update stays lr·√r on any width, while LoRA's grows.
+    rank, lr = 4, 1e-3
+    for width in (16, 256):
+        torch.manual_seed(0)
+        model = rankwise.adapt(nn.Sequential(nn.Linear(width, width)), "svfit", rank=rank)
+        adapter = model[0].adapters["default"]
+        optimizer = torch.optim.Adam([adapter.singular_values], lr=lr)
+        model(torch.randn(8, width)).pow(2).sum().backward()
+        optimizer.step()
+        with torch.no_grad():
+            assert float(adapter.delta_weight().norm()) == pytest.approx(lr * rank**0.5, rel=1e-3)
+    assert Svfit.lr_scale == 50.0 and Adapter.lr_scale == 1.0

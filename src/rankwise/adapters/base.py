@@ -219,6 +219,9 @@ class Adapter(nn.Module):
     identity_at_init: ClassVar[bool] = True
     wraps_what: ClassVar[str] = "nn.Linear layers"
     reads_weight: ClassVar[bool] = False  # forward reads layer.weight (DoRA's norm): stacking passes W'
+    # The factor by which this method's paper rate exceeds LoRA's; rankwise bench sweeps around
+    # lr × lr_scale. 1 unless the paper (or its reference code) trains at a different rate.
+    lr_scale: ClassVar[float] = 1.0
     # Config changes that make every hook fire within a few steps (the contract suite's resume test).
     fast_hooks: ClassVar[dict[str, Any]] = {}
 

@@ -11,6 +11,15 @@ As PiSSA in rankwise, W is never replaced by W_res: W_res x + U_r(σ ⊙ V_rᵀ 
 W ← W + U_r diag(σ - S_r) V_rᵀ.
 No public code; this follows the paper. It has no alpha or dropout (the paper has neither);
 `svd_iters` > 0 selects a randomized SVD instead of the exact one.
+
+Learning rate (lr_scale = 50): U_r and V_r have orthonormal columns, so a step δσ changes W by exactly
+‖δσ‖ in Frobenius norm, whatever the layer's width; Adam moves each σ_i by about lr per step. LoRA's
+update grows with the width instead, so at LoRA's rate SVFit barely moves: 20 steps at 1e-3 change each
+σ_i by ≤ 0.02 (SmolLM2 demo: still at the base score). The paper's rate was not retrievable; SVFT's
+code (Lingam et al. 2024, arXiv 2405.19597), which trains the same diagonal on frozen singular vectors
+("plain"), uses 5e-2, 50× the 1e-3 of rankwise's LoRA demo. Tiny random Llama, 60 steps: SVFit's best
+rate is ~30× LoRA's, and the gap widens with width (update norm at equal rate: 11× below LoRA's at
+width 32, 20× at 128).
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ class Svfit(Adapter):
     paper = "SVFit: Parameter-Efficient Fine-Tuning of Large Pre-Trained Models Using Singular Values"
     url = "https://arxiv.org/abs/2409.05926"
     trains = "the top-rank singular values σ (rank) of W; singular vectors frozen"
+    lr_scale = 50.0  # SVFT "plain" trains at 5e-2 (VijayLingam95/SVFT run_math.sh); see the docstring
 
     def __init__(self, base: nn.Linear, config: SvfitConfig):
         super().__init__(base, config)
