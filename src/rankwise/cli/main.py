@@ -10,10 +10,10 @@ import argparse
 import sys
 
 from ..errors import RankwiseError
-from . import analyze, compress, finetune, generate, merge, methods, pretrain
+from . import analyze, bench, compress, finetune, generate, merge, methods, pretrain
 from . import eval as eval_cmd
 
-COMMANDS = [finetune, pretrain, eval_cmd, generate, methods, analyze, compress, merge]
+COMMANDS = [finetune, pretrain, eval_cmd, generate, methods, analyze, compress, merge, bench]
 
 
 class Parser(argparse.ArgumentParser):

@@ -75,6 +75,7 @@ class TrainConfig:
     resume: str | None = _opt(None, "\"latest\" or a checkpoint folder to continue from")
     max_new_tokens: int = _opt(16, "tokens generated per answer during evaluation")
     eval_batch_size: int = _opt(16, "prompts per generation batch during evaluation")
+    eval_base: bool = _opt(True, "score the base model before training (false: skip it, e.g. in sweeps)")
     progress: bool = _opt(True, "show progress bars")
 
     def __post_init__(self) -> None:

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -166,6 +167,7 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
     wrapped.train()
     loss_value = float("nan")
     while step < config.max_steps:
+        started = time.perf_counter()
         group_lrs = [group["lr"] for group in optimizer.param_groups]
         lr = group_lrs[0]
         losses = []
@@ -186,7 +188,7 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
         loss_value = accelerator.reduce(torch.stack(losses).mean(), "mean").item()
         if not math.isfinite(loss_value):  # one scalar already on the host: checked every step
             _diverged(step, f"the loss is {loss_value}", config)
-        record = {"step": step, "loss": loss_value, "lr": lr}
+        record = {"step": step, "loss": loss_value, "lr": lr, "seconds": time.perf_counter() - started}
         if penalty is not None:
             record["regularizer"] = float(penalty.detach())
         bar.update(1)

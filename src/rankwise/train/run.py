@@ -106,7 +106,7 @@ def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
         return [(r := evaluate(held)) and r["exact_match"] for _, held in splits[:upto]]
 
     bases = [base_saved] if base_saved is not None else None
-    if bases is None and main:
+    if bases is None and main and config.eval_base:
         with disabled(model):
             bases = [evaluate(held) for _, held in splits]
     accelerator.wait_for_everyone()
@@ -147,7 +147,8 @@ def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
         if len(phases) > 1:
             # Row i: exact match on tasks 1..i+1 right after learning task i+1 (the forgetting matrix).
             result["tasks"] = [p.task or p.data for p in phases]
-            result["base_exact_match_per_task"] = [b and b["exact_match"] for b in bases]
+            result["base_exact_match_per_task"] = [b and b["exact_match"]
+                                                   for b in bases or [None] * len(phases)]
             result["exact_match_after_each_task"] = after_each_task + [final]
         save_adapter(model, out / "adapter", config.adapter_name)
         result["adapter_path"] = str(out / "adapter")

@@ -1,0 +1,206 @@
+"""`rankwise bench`: every adapter method on the same tasks and step budget, each at its own best rate.
+
+For each (method, task) the sweep trains one cell per learning rate at the first seed, picks the rate
+with the best held-out exact match (ties: the lower final loss), then trains the other seeds at that
+rate. A cell is one rankwise.finetune run in <out>/cells/<method>/<task>/lr<lr>-seed<seed>; its
+results.json marks it finished, so a rerun skips it (and a stopped sweep resumes where it stopped).
+
+The comparison is fair in what it holds fixed: model, data, batches, steps, warmup, evaluation, and
+rank 8 / alpha 16 on all linear layers for every method that has those fields (block methods keep their
+own targets). Rates are `lrs` × the method's `lr_scale` (1 unless its paper trains at a larger rate,
+e.g. SVFit's singular values), so each method's grid is centred where its paper says it works. This is
+the protocol of "A Unified Study of LoRA Variants" (He et al., arXiv 2601.22708): tune the rate per
+variant, then compare.
+
+Per method, a probe in this process (rankwise.train.probe) adds step time, peak memory, merged-inference
+parity and, where PEFT has the method, PEFT's twin on the same batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+DEFAULT_TASKS = ["mental-math", "unit-conversion"]  # neither saturates in a short budget (see README)
+
+
+@dataclass
+class BenchConfig:
+    """One sweep. `methods` None: every registered adapter method. `data`: a prompt/answer JSONL file
+    benchmarked instead of `tasks` (split once, 90/10, with a fixed seed)."""
+
+    methods: list[str] | None = None
+    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
+    data: str | None = None
+    model: str = "smollm2-135m"
+    steps: int = 30
+    lrs: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3, 3e-3])
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    rank: int = 8
+    alpha: float = 16.0
+    batch_size: int = 8
+    max_length: int = 96
+    eval_size: int = 40
+    max_new_tokens: int = 8
+    probe: bool = True
+    out: str = "bench/results/bench"
+    progress: bool = True
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> BenchConfig:
+        """Every method, one task, a few steps on tiny-llama: checks the whole pipeline in about a minute."""
+        preset = dict(model="tiny-llama", tasks=["iso-dates"], steps=3, lrs=[1e-3, 3e-2], seeds=[0, 1],
+                      batch_size=4, max_length=96, eval_size=4, max_new_tokens=4)
+        return cls(**{**preset, **overrides})
+
+    def check(self) -> None:
+        from ..adapters import ADAPTERS
+        from ..data import list_tasks
+
+        self.methods = list(self.methods or ADAPTERS.names())
+        unknown = sorted(set(self.methods) - set(ADAPTERS.names()))
+        if unknown:
+            raise ConfigError(f"unknown method(s) {unknown}; `rankwise methods` lists {ADAPTERS.names()}.")
+        if self.data is None:
+            missing = sorted(set(self.tasks) - set(list_tasks()))
+            if missing or not self.tasks:
+                raise ConfigError(f"unknown or no task(s) {missing}; bundled tasks: {list_tasks()}.")
+        elif not Path(self.data).is_file():
+            raise ConfigError(f"--data {self.data}: no such file; give a JSONL file of prompt/answer rows.")
+        if not self.lrs or any(not lr > 0 for lr in self.lrs):
+            raise ConfigError(f"learning rates must be positive numbers, got {self.lrs}.")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"give one or more distinct seeds, got {self.seeds}.")
+        for name in ("steps", "rank", "batch_size", "max_length", "eval_size", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.")
+
+
+def method_fields(method: str, config: BenchConfig) -> dict[str, Any]:
+    """The shared adapter fields a method takes: rank, alpha, and all linear layers where it wraps them."""
+    from ..adapters import ADAPTERS
+
+    cls = ADAPTERS.get(method)
+    known = cls.config_class.field_names()
+    fields = {k: v for k, v in (("rank", config.rank), ("alpha", config.alpha)) if k in known}
+    if cls.wraps_what == "nn.Linear layers":
+        fields["targets"] = "all-linear"
+    return fields
+
+
+def method_lrs(method: str, config: BenchConfig) -> list[float]:
+    from ..adapters import ADAPTERS
+
+    scale = getattr(ADAPTERS.get(method), "lr_scale", 1.0)
+    return [float(f"{lr * scale:.3g}") for lr in config.lrs]
+
+
+def _data_split(config: BenchConfig, out: Path) -> dict[str, str]:
+    """A user's file split once (seed 0), so every cell and seed sees the same train and eval rows."""
+    from ..data import load_examples
+    from ..io import atomic_path
+
+    rows = load_examples(config.data, "prompt", "answer")
+    if len(rows) < 10:
+        raise ConfigError(f"{config.data}: {len(rows)} rows; a benchmark needs at least 10 (a tenth is held "
+                          "out).")
+    order = list(range(len(rows)))
+    random.Random(0).shuffle(order)
+    held = max(1, len(rows) // 10)
+    files = {"data": out / "data.train.jsonl", "eval_data": out / "data.eval.jsonl"}
+    for name, chosen in (("eval_data", order[:held]), ("data", order[held:])):
+        with atomic_path(files[name]) as tmp:
+            tmp.write_text("".join(json.dumps(rows[i]) + "\n" for i in chosen), encoding="utf-8")
+    return {k: str(v) for k, v in files.items()}
+
+
+def run_cell(config: BenchConfig, method: str, source: dict[str, str], lr: float, seed: int,
+             out: Path) -> dict[str, Any]:
+    """One finetune run (or its saved result): accuracy, final loss, adapter size, median step time."""
+    from .run import finetune
+
+    done = out / "results.json"
+    if not done.is_file():
+        finetune({"model": config.model, "method": method, **method_fields(method, config), **source,
+                  "learning_rate": lr, "seed": seed, "max_steps": config.steps, "warmup_ratio": 0.1,
+                  "per_device_train_batch_size": config.batch_size, "max_length": config.max_length,
+                  "eval_size": config.eval_size, "max_new_tokens": config.max_new_tokens, "eval_base": False,
+                  "save_every": 0, "output_dir": str(out), "progress": False})
+    result = json.loads(done.read_text())
+    seconds = [r["seconds"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())
+               if "seconds" in r]
+    adapter = Path(result["adapter_path"])
+    return {"lr": lr, "seed": seed, "accuracy": result["tuned_exact_match"],
+            "final_loss": result["final_loss"], "trainable_params": result["trainable_parameters"],
+            "adapter_bytes": sum(p.stat().st_size for p in adapter.iterdir() if p.is_file()),
+            "step_time_s": statistics.median(seconds[1:] or seconds) if seconds else None}
+
+
+def _median(values: list) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def _best(cells: list[dict]) -> dict:
+    def key(cell):
+        loss = cell["final_loss"] if cell["final_loss"] is not None else float("inf")
+        return (-(cell["accuracy"] or 0.0), loss)
+
+    return min(cells, key=key)
+
+
+def bench(config: BenchConfig | dict[str, Any]) -> list[dict[str, Any]]:
+    """Run (or resume) the sweep; returns one record per (method, task) and writes results.json,
+    results.md and the plots into config.out."""
+    from tqdm.auto import tqdm
+
+    from ..io import write_json
+    from .compare_report import write_report
+    from .probe import probe
+
+    config = config if isinstance(config, BenchConfig) else BenchConfig(**config)
+    config.check()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sources = ({"data": _data_split(config, out)} if config.data is not None
+               else {task: {"task": task} for task in config.tasks})
+    cells_total = len(config.methods) * len(sources) * (len(config.lrs) + len(config.seeds) - 1)
+    bar = tqdm(total=cells_total, desc="bench", unit="run", disable=not config.progress)
+    records = []
+    for method in config.methods:
+        probed = probe(config.model, method, method_fields(method, config), out / "probes") \
+            if config.probe else {}
+        for task, source in sources.items():
+            where = out / "cells" / method / task
+            first, *others = config.seeds
+            sweep = []
+            for lr in method_lrs(method, config):
+                bar.set_postfix_str(f"{method} {task} lr {lr:g}")
+                sweep.append(run_cell(config, method, source, lr, first, where / f"lr{lr:g}-seed{first}"))
+                bar.update(1)
+            best = _best(sweep)
+            runs = [best]
+            for seed in others:
+                bar.set_postfix_str(f"{method} {task} seed {seed}")
+                runs.append(run_cell(config, method, source, best["lr"], seed,
+                                     where / f"lr{best['lr']:g}-seed{seed}"))
+                bar.update(1)
+            scores = [r["accuracy"] or 0.0 for r in runs]
+            records.append({
+                "method": method, "task": task, "model": config.model, "steps": config.steps,
+                "lr": best["lr"], "seed": [r["seed"] for r in runs], "accuracy": statistics.mean(scores),
+                "accuracy_spread": max(scores) - min(scores), "accuracy_per_seed": scores,
+                "trainable_params": best["trainable_params"], "adapter_bytes": best["adapter_bytes"],
+                "train_step_time_s": _median([r["step_time_s"] for r in runs]),
+                "sweep": {f"{c['lr']:g}": c["accuracy"] for c in sweep}, **probed})
+            write_json(out / "results.json", {"config": dataclasses.asdict(config), "records": records})
+    bar.close()
+    write_report(config, records, out)
+    return records

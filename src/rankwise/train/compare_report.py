@@ -1,0 +1,70 @@
+"""The report of a `rankwise bench` sweep: a markdown table and two plots next to results.json."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def table(records: list[dict[str, Any]]) -> list[str]:
+    lines = ["| method | task | best lr | exact match (mean ± spread) | trainable | adapter KiB | step s | "
+             "peak MiB | merged Δ | PEFT step × | PEFT mem × | PEFT Δ after 1 step |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(records, key=lambda r: (r["task"], -r["accuracy"], r["method"])):
+        lines.append(
+            f"| {r['method']} | {r['task']} | {r['lr']:g} | {r['accuracy']:.3f} ± "
+            f"{r['accuracy_spread']:.3f} | {r['trainable_params']:,} | {r['adapter_bytes'] / 1024:.0f} | "
+            f"{_number(r.get('step_time_s'), '.3f')} | "
+            f"{_number(r.get('peak_mem_mb'), '.0f')} | {_number(r.get('merged_max_abs_diff'), '.1e')} | "
+            f"{_number(r.get('peft_step_ratio'), '.2f')} | {_number(r.get('peft_mem_ratio'), '.2f')} | "
+            f"{_number(r.get('peft_one_step_max_abs_diff'), '.1e')} |")
+    return lines
+
+
+def write_report(config, records: list[dict[str, Any]], out: Path) -> None:
+    """results.md (setup, table) and accuracy_vs_params.png, accuracy_vs_lr.png in `out`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from ..io import atomic_path
+
+    setup = (f"{config.model}, {config.steps} steps, batch {config.batch_size}, {len(config.lrs)} learning "
+             f"rates {config.lrs} (× each method's lr_scale), seeds {config.seeds}, exact match on "
+             f"{config.eval_size} held-out examples. Machine: {platform.machine()} "
+             f"{platform.processor() or ''}, {torch.get_num_threads()} threads, torch {torch.__version__}.")
+    text = "\n".join([f"# rankwise bench\n\n{setup}\n", *table(records), ""])
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+    tasks = sorted({r["task"] for r in records})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), dpi=110, squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for r in (r for r in records if r["task"] == task):
+            ax.errorbar(r["trainable_params"], r["accuracy"], yerr=r["accuracy_spread"] / 2, fmt="o", ms=4)
+            ax.annotate(r["method"], (r["trainable_params"], r["accuracy"]), fontsize=6)
+        ax.set(xscale="log", xlabel="trainable parameters", ylabel="held-out exact match", title=task)
+    fig.tight_layout()
+    with atomic_path(out / "accuracy_vs_params.png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), dpi=110, squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for r in (r for r in records if r["task"] == task):
+            rates = sorted(r["sweep"], key=float)
+            ax.plot([float(x) for x in rates], [r["sweep"][x] or 0.0 for x in rates], marker="o", ms=3,
+                    label=r["method"])
+        ax.set(xscale="log", xlabel="learning rate", ylabel="held-out exact match (first seed)", title=task)
+        ax.legend(fontsize=5, ncol=2)
+    fig.tight_layout()
+    with atomic_path(out / "accuracy_vs_lr.png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

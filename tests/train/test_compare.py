@@ -1,0 +1,76 @@
+"""rankwise bench's sweep on tiny-llama: the best rate is picked, more seeds rerun it, finished runs are
+skipped, a user's file is split once, and bad settings are refused before anything runs."""
+
+import json
+
+import pytest
+
+import rankwise.train.compare as compare
+from rankwise.errors import ConfigError
+from rankwise.train.compare import BenchConfig, bench, method_fields, method_lrs
+
+SMALL = dict(model="tiny-llama", tasks=["iso-dates"], steps=1, lrs=[1e-3, 1e-2], seeds=[0, 1],
+             batch_size=2, eval_size=2, max_new_tokens=2, probe=False, progress=False)
+
+
+def test_every_method_gets_rank_alpha_and_all_linear_where_it_has_them():
+    config = BenchConfig()
+    assert method_fields("lora", config) == {"rank": 8, "alpha": 16.0, "targets": "all-linear"}
+    assert "alpha" not in method_fields("sara", config) and "rank" not in method_fields("sara", config)
+    assert "targets" not in method_fields("adaptertune", config)  # a block method keeps its own targets
+    assert method_lrs("lora", BenchConfig(lrs=[1e-4, 1e-3])) == [1e-4, 1e-3]
+
+
+def test_the_best_rate_wins_and_ties_go_to_the_lower_loss():
+    cells = [{"lr": 1e-3, "accuracy": 0.5, "final_loss": 0.3},
+             {"lr": 1e-2, "accuracy": 0.5, "final_loss": 0.2},
+             {"lr": 1e-4, "accuracy": 0.1, "final_loss": 0.1}]
+    assert compare._best(cells)["lr"] == 1e-2
+
+
+def test_a_sweep_records_each_method_and_resumes_without_rerunning(tmp_path, monkeypatch):
+    records = bench({**SMALL, "methods": ["lora", "sara"], "out": str(tmp_path)})
+    assert [(r["method"], r["task"]) for r in records] == [("lora", "iso-dates"), ("sara", "iso-dates")]
+    for record in records:
+        assert record["lr"] in (1e-3, 1e-2) and record["seed"] == [0, 1]
+        assert set(record["sweep"]) == {"0.001", "0.01"} and len(record["accuracy_per_seed"]) == 2
+        assert record["trainable_params"] > 0 and record["adapter_bytes"] > 0
+        assert record["train_step_time_s"] > 0
+    cells = list((tmp_path / "cells" / "lora" / "iso-dates").iterdir())
+    assert len(cells) == 3  # two rates at seed 0, the best at seed 1
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["records"] == json.loads(json.dumps(records))
+    written = {p.name for p in tmp_path.iterdir()}
+    assert {"results.md", "accuracy_vs_params.png", "accuracy_vs_lr.png"} <= written
+
+    def refuse(config):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr("rankwise.train.run.finetune", refuse)
+    assert bench({**SMALL, "methods": ["lora", "sara"], "out": str(tmp_path)}) == records
+
+
+def test_a_user_file_is_split_once_for_every_run(tmp_path):
+    rows = [{"prompt": f"Say {i}.", "answer": str(i)} for i in range(30)]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    records = bench({**SMALL, "methods": ["lora"], "data": str(data), "seeds": [0],
+                     "out": str(tmp_path / "o")})
+    assert records[0]["task"] == "data"
+    held = (tmp_path / "o" / "data.eval.jsonl").read_text().splitlines()
+    train = (tmp_path / "o" / "data.train.jsonl").read_text().splitlines()
+    assert len(held) == 3 and len(train) == 27 and not set(held) & set(train)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"methods": ["nope"]}, "unknown method"),
+    ({"tasks": ["nope"]}, "unknown or no task"),
+    ({"data": "/no/such.jsonl"}, "no such file"),
+    ({"lrs": [0.0]}, "positive"),
+    ({"seeds": [1, 1]}, "distinct seeds"),
+    ({"steps": 0}, "steps must be at least 1"),
+])
+def test_bad_settings_are_refused_before_anything_runs(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message):
+        bench({**SMALL, **change, "out": str(tmp_path / "out")})
+    assert not (tmp_path / "out" / "cells").exists()
