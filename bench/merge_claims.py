@@ -115,16 +115,22 @@ started = time.perf_counter()
 if args["tool"] == "mergekit":
     from mergekit.config import MergeConfiguration
     from mergekit.merge import MergeOptions, run_merge
-    config = MergeConfiguration.model_validate({"merge_method": args["method"], "base_model": args["base"],
-        "dtype": "float32", "models": [{"model": m, "parameters": {"weight": 1.0, "density": 0.5}}
-                                       for m in args["models"]]})
+    extra = {"density": 0.5} if args["method"] == "ties" else {}
+    settings = {"merge_method": args["method"], "dtype": "float32",
+                "models": [{"model": m, "parameters": {"weight": 1.0, **extra}} for m in args["models"]]}
+    if args["method"] != "linear":  # mergekit's linear averages the listed models themselves, no base
+        settings["base_model"] = args["base"]
+    config = MergeConfiguration.model_validate(settings)
     run_merge(config, args["out"], MergeOptions(copy_tokenizer=False, quiet=True))
 else:
     from rankwise.merging import merge_adapters
     from rankwise.models import load
     model, _ = load(args["base"], tokenizer=False)
     ours = {"task_arithmetic": "task-arithmetic"}.get(args["method"], args["method"])
-    merge_adapters(model, args["models"], ours, **({"density": 0.5} if ours == "ties" else {}))
+    result = merge_adapters(model, args["models"], ours, **({"density": 0.5} if ours == "ties" else {}))
+    if result["kind"] == "adapter":  # an exact low-rank result (linear, task arithmetic of LoRAs): fold it
+        import rankwise
+        rankwise.unload(model, merge=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items() if k.endswith("proj.weight")},
               args["out"] + "/model.safetensors")
 print(json.dumps({"seconds": time.perf_counter() - started,
