@@ -19,9 +19,13 @@ def test_peak_counts_the_largest_simultaneous_allocation():
     assert peak_allocated_mb(step) == pytest.approx(3.0, abs=0.05)
 
 
-@pytest.mark.parametrize("method", ["lora", "dora", "pissa"])
-def test_peft_twin_agrees_at_init_and_after_one_step(method):
-    result = probe("tiny-llama", method, FIELDS, rounds=1, batch=2, seq=16)
+@pytest.mark.parametrize("method, extra", [
+    ("lora", {}), ("dora", {}), ("pissa", {}),
+    ("randlora", {"peft_scaling": True}),  # PEFT's own s = alpha / rank
+    ("randlora", {}),  # the authors' s = alpha / rank / √n, set into PEFT's layers
+])
+def test_peft_twin_agrees_at_init_and_after_one_step(method, extra):
+    result = probe("tiny-llama", method, {**FIELDS, **extra}, rounds=1, batch=2, seq=16)
     assert result["peft_init_max_abs_diff"] <= 1e-5
     assert result["peft_one_step_max_abs_diff"] <= 1e-5
     assert result["merged_max_abs_diff"] <= 1e-4

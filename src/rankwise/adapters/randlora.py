@@ -8,6 +8,9 @@ A (rank, d) and B_i (D, rank) are frozen random bases, A shared by all i; Λ_i =
 λ (rank, n) and Γ_i = diag(γ[i]) with γ (n, d) train: rank·n + n·d ≈ d + d²/rank numbers per layer.
 The sum of n rank-`rank` terms reaches rank d: a full-rank update. λ = 0 and γ = 1/D at init, so the
 model equals the base (λ gets a gradient at once; γ once λ ≠ 0). Merges as W ← W + ΔW.
+γ = 1/D is the value both the authors' fork and PEFT 0.21.2 write at construction; with their default
+init_weights=True both then reset it to 1/max(γ.shape) = 1/max(n, d) = 1/d. The update at init is 0
+either way, but their γ starts D/d times larger (the first steps of λ move ΔW that much more).
 
 Scaling: s = alpha / rank / √n, as the authors' PEFT fork (PaulAlbert31/RandLoRA) and the paper's
 Table 9; the n random terms add up like a random walk, so 1/√n keeps the update's size independent of
@@ -20,6 +23,10 @@ They are not saved: they are regenerated from `seed` (a config field, saved in a
 layer's shape with a CPU generator, so they are identical on every device and after loading. Layers
 of one shape share one set of bases, as PEFT shares one global pair (a process-wide cache keeps one
 copy per shape), and are non-persistent buffers so they follow .to().
+
+Against PEFT: the same function given the same numbers (rankwise.io.peft_randlora maps one onto the
+other; the probe's PEFT twin shows identical logits at init and after a step). PEFT shares one basis
+pair sliced per layer where rankwise has one per shape, so no PEFT-format file holds rankwise's bases.
 
 Forward on activations: the scaled basis (λ ⊗ A ⊙ γ) of size rank·n × d ≈ d × d is formed once per
 forward (parameter-sized, not batch-sized; a custom autograd function saves only λ, A, γ for backward,

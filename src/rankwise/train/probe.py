@@ -6,7 +6,9 @@ Variants, all on the same (batch × seq) token batch, timed round-robin (one of 
 noise hits all alike; medians over `rounds`):
     frozen step     forward + backward through the activations of the model with no adapter: the floor
     method step     forward + backward + AdamW step of the adapter, with its regularizer and hooks
-    PEFT step       the same for PEFT's implementation (lora, rslora, dora, pissa), from identical weights
+    PEFT step       the same for PEFT's implementation (lora, rslora, dora, pissa, randlora), from identical
+                    weights (randlora: PEFT's bases copied into rankwise's adapter, rankwise's λ, γ and
+                    scaling into PEFT's; see rankwise.io.peft_randlora for how the two lay them out)
     base forward    no adapter, no grad;  unmerged / merged forward: the adapter applied / folded in
 Peak memory is what a training step allocates above the loaded model (activations, gradients, optimizer
 state, temporaries), read from torch.profiler's allocator events of the first step: the same count for
@@ -31,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-PEFT_TWINS = ("lora", "rslora", "dora", "pissa")
+PEFT_TWINS = ("lora", "rslora", "dora", "pissa", "randlora")
 
 
 @contextlib.contextmanager
@@ -98,12 +100,17 @@ def _logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
 
 def _peft_twin(base: nn.Module, ours: nn.Module, method: str, fields: dict, folder: Path):
     """PEFT's model of the same method with rankwise's weights (pissa: PEFT's own pissa init, which is
-    deterministic given W), or None where PEFT has no such method."""
+    deterministic given W; randlora: PEFT's random bases, given to `ours` too), or None where PEFT has
+    no such method."""
     if method not in PEFT_TWINS:
         return None
     from peft import LoraConfig, PeftModel, get_peft_model
 
     from ..io import save_adapter
+    from ..io.peft_randlora import peft_randlora_twin
+
+    if method == "randlora":
+        return peft_randlora_twin(base, ours)
 
     if method == "pissa":
         config = LoraConfig(r=fields.get("rank", 8), lora_alpha=fields.get("alpha", 16),
