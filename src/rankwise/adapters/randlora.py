@@ -6,11 +6,10 @@ Update rule, for a frozen W (out, in), with d = min(out, in), D = max(out, in), 
     y  = W x + b + ΔW dropout(x)
 A (rank, d) and B_i (D, rank) are frozen random bases, A shared by all i; Λ_i = diag(λ[:, i]) with
 λ (rank, n) and Γ_i = diag(γ[i]) with γ (n, d) train: rank·n + n·d ≈ d + d²/rank numbers per layer.
-The sum of n rank-`rank` terms reaches rank d: a full-rank update. λ = 0 and γ = 1/D at init, so the
+The sum of n rank-`rank` terms reaches rank d: a full-rank update. λ = 0 and γ = 1/d at init, so the
 model equals the base (λ gets a gradient at once; γ once λ ≠ 0). Merges as W ← W + ΔW.
-γ = 1/D is the value both the authors' fork and PEFT 0.21.2 write at construction; with their default
-init_weights=True both then reset it to 1/max(γ.shape) = 1/max(n, d) = 1/d. The update at init is 0
-either way, but their γ starts D/d times larger (the first steps of λ move ΔW that much more).
+γ = 1/d is what the authors' fork and PEFT 0.21.2 end with by default (they write 1/D at construction,
+then init_weights=True resets γ to 1/max(γ.shape) = 1/max(n, d) = 1/d); the paper gives no value.
 
 Scaling: s = alpha / rank / √n, as the authors' PEFT fork (PaulAlbert31/RandLoRA) and the paper's
 Table 9; the n random terms add up like a random walk, so 1/√n keeps the update's size independent of
@@ -101,7 +100,8 @@ class RandLora(Adapter):
         self.n_bases = math.ceil(small / config.rank)
         self.small_is_input = self.in_features <= self.out_features
         self.lam = nn.Parameter(torch.zeros(config.rank, self.n_bases, **self.factory))
-        self.gamma = nn.Parameter(torch.full((self.n_bases, small), 1.0 / large, **self.factory))
+        self.gamma = nn.Parameter(torch.full((self.n_bases, small), 1.0 / max(self.n_bases, small),
+                                              **self.factory))
         A, B = random_bases(config.seed, config.rank, self.n_bases, small, large, config.sparse_bases)
         self.register_buffer("basis_A", A.to(**self.factory), persistent=False)
         self.register_buffer("basis_B", B.to(**self.factory), persistent=False)
