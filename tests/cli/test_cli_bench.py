@@ -14,7 +14,7 @@ FIELDS = {"method", "task", "lr", "seed", "accuracy", "accuracy_spread", "traina
 
 @pytest.mark.slow
 def test_quick_covers_every_method_with_every_field(tmp_path, capsys):
-    assert main(["bench", "--quick", "--out", str(tmp_path)]) == 0
+    assert main(["bench", "--quick", "--out", str(tmp_path), "--runs", str(tmp_path / "runs")]) == 0
     records = json.loads((tmp_path / "results.json").read_text())["records"]
     assert sorted(r["method"] for r in records) == sorted(rankwise.ADAPTERS.names())
     for record in records:
@@ -30,7 +30,8 @@ def test_quick_covers_every_method_with_every_field(tmp_path, capsys):
 
 def test_options_reach_the_sweep(tmp_path, capsys):
     assert main(["bench", "--quick", "--methods", "lora", "--no-probe", "--lrs", "1e-3", "3e-3",
-                 "--seeds", "3", "--steps", "1", "--out", str(tmp_path)]) == 0
+                 "--seeds", "3", "--steps", "1", "--out", str(tmp_path), "--runs", str(tmp_path / "runs")]) \
+        == 0
     [record] = json.loads((tmp_path / "results.json").read_text())["records"]
     assert record["seed"] == [3] and set(record["sweep"]) == {"0.001", "0.003"}
     assert "peak_mem_mb" not in record
@@ -43,7 +44,8 @@ def test_options_reach_the_sweep(tmp_path, capsys):
     (["--lrs", "-1"], "positive"),
 ])
 def test_bad_input_fails_in_one_line(tmp_path, capsys, argv, message):
-    assert main(["bench", "--quick", *argv, "--out", str(tmp_path / "o")]) == 2
+    folders = ["--out", str(tmp_path / "o"), "--runs", str(tmp_path / "r")]
+    assert main(["bench", "--quick", *argv, *folders]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "o" / "cells").exists()
+    assert not (tmp_path / "r").exists()

@@ -29,14 +29,15 @@ def test_the_best_rate_wins_and_ties_go_to_the_lower_loss():
 
 
 def test_a_sweep_records_each_method_and_resumes_without_rerunning(tmp_path, monkeypatch):
-    records = bench({**SMALL, "methods": ["lora", "sara"], "out": str(tmp_path)})
+    folders = {"out": str(tmp_path), "runs": str(tmp_path / "runs")}
+    records = bench({**SMALL, "methods": ["lora", "sara"], **folders})
     assert [(r["method"], r["task"]) for r in records] == [("lora", "iso-dates"), ("sara", "iso-dates")]
     for record in records:
         assert record["lr"] in (1e-3, 1e-2) and record["seed"] == [0, 1]
         assert set(record["sweep"]) == {"0.001", "0.01"} and len(record["accuracy_per_seed"]) == 2
         assert record["trainable_params"] > 0 and record["adapter_bytes"] > 0
         assert record["train_step_time_s"] > 0
-    cells = list((tmp_path / "cells" / "lora" / "iso-dates").iterdir())
+    cells = list((tmp_path / "runs" / "cells" / "lora" / "iso-dates").iterdir())
     assert len(cells) == 3  # two rates at seed 0, the best at seed 1
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["records"] == json.loads(json.dumps(records))
@@ -47,7 +48,7 @@ def test_a_sweep_records_each_method_and_resumes_without_rerunning(tmp_path, mon
         raise AssertionError("a finished cell was trained again")
 
     monkeypatch.setattr("rankwise.train.run.finetune", refuse)
-    assert bench({**SMALL, "methods": ["lora", "sara"], "out": str(tmp_path)}) == records
+    assert bench({**SMALL, "methods": ["lora", "sara"], **folders}) == records
 
 
 def test_a_user_file_is_split_once_for_every_run(tmp_path):
@@ -55,7 +56,7 @@ def test_a_user_file_is_split_once_for_every_run(tmp_path):
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     records = bench({**SMALL, "methods": ["lora"], "data": str(data), "seeds": [0],
-                     "out": str(tmp_path / "o")})
+                     "out": str(tmp_path / "o"), "runs": str(tmp_path / "o")})
     assert records[0]["task"] == "data"
     held = (tmp_path / "o" / "data.eval.jsonl").read_text().splitlines()
     train = (tmp_path / "o" / "data.train.jsonl").read_text().splitlines()
@@ -72,5 +73,5 @@ def test_a_user_file_is_split_once_for_every_run(tmp_path):
 ])
 def test_bad_settings_are_refused_before_anything_runs(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
-        bench({**SMALL, **change, "out": str(tmp_path / "out")})
-    assert not (tmp_path / "out" / "cells").exists()
+        bench({**SMALL, **change, "out": str(tmp_path / "out"), "runs": str(tmp_path / "runs")})
+    assert not (tmp_path / "runs").exists()

@@ -3,7 +3,7 @@
 For each method and task: a learning-rate sweep, more seeds at the best rate, then held-out exact match
 (mean ± spread), trainable parameters, adapter size, step time, peak memory, merged-inference parity, and
 PEFT's step-time and memory ratios where PEFT has the method (rankwise.train.compare). Finished runs are
-kept under --out and skipped when the command runs again.
+kept under --runs and skipped when the command runs again.
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ def add_parser(sub) -> None:
     parser.add_argument("--no-probe", action="store_true", help="skip step time, memory and PEFT parity")
     parser.add_argument("--quick", action="store_true",
                         help="tiny-llama, one task, 3 steps, 2 rates: checks everything runs (not a result)")
-    parser.add_argument("--out", metavar="DIR", help="results folder [bench/results/bench]")
+    parser.add_argument("--out", metavar="DIR", help="report folder: results.json, results.md, PNGs "
+                        "[bench/results/bench]")
+    parser.add_argument("--runs", metavar="DIR", help="each run's adapter and log, and the probes; a rerun "
+                        "skips what is there [runs/bench]")
     parser.set_defaults(run=run)
 
 
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
 
     given = {"methods": args.methods, "tasks": args.tasks, "data": args.data, "model": args.model,
              "steps": args.steps, "lrs": args.lrs, "seeds": args.seeds, "eval_size": args.eval_size,
-             "out": args.out}
+             "out": args.out, "runs": args.runs}
     given = {k: v for k, v in given.items() if v is not None}
     if args.no_probe:
         given["probe"] = False

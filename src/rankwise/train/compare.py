@@ -2,8 +2,9 @@
 
 For each (method, task) the sweep trains one cell per learning rate at the first seed, picks the rate
 with the best held-out exact match (ties: the lower final loss), then trains the other seeds at that
-rate. A cell is one rankwise.finetune run in <out>/cells/<method>/<task>/lr<lr>-seed<seed>; its
-results.json marks it finished, so a rerun skips it (and a stopped sweep resumes where it stopped).
+rate. A cell is one rankwise.finetune run in <runs>/cells/<method>/<task>/lr<lr>-seed<seed>; its
+results.json marks it finished, so a rerun skips it (and a stopped sweep resumes where it stopped). The
+report (results.json, results.md, two PNGs) goes to <out>, apart from the runs' adapters and logs.
 
 The comparison is fair in what it holds fixed: model, data, batches, steps, warmup, evaluation, and
 rank 8 / alpha 16 on all linear layers for every method that has those fields (block methods keep their
@@ -51,6 +52,7 @@ class BenchConfig:
     max_new_tokens: int = 8
     probe: bool = True
     out: str = "bench/results/bench"
+    runs: str = "runs/bench"
     progress: bool = True
 
     @classmethod
@@ -167,18 +169,19 @@ def bench(config: BenchConfig | dict[str, Any]) -> list[dict[str, Any]]:
 
     config = config if isinstance(config, BenchConfig) else BenchConfig(**config)
     config.check()
-    out = Path(config.out)
+    out, runs = Path(config.out), Path(config.runs)
     out.mkdir(parents=True, exist_ok=True)
-    sources = ({"data": _data_split(config, out)} if config.data is not None
+    runs.mkdir(parents=True, exist_ok=True)
+    sources = ({"data": _data_split(config, runs)} if config.data is not None
                else {task: {"task": task} for task in config.tasks})
     cells_total = len(config.methods) * len(sources) * (len(config.lrs) + len(config.seeds) - 1)
     bar = tqdm(total=cells_total, desc="bench", unit="run", disable=not config.progress)
     records = []
     for method in config.methods:
-        probed = probe(config.model, method, method_fields(method, config), out / "probes") \
+        probed = probe(config.model, method, method_fields(method, config), runs / "probes") \
             if config.probe else {}
         for task, source in sources.items():
-            where = out / "cells" / method / task
+            where = runs / "cells" / method / task
             first, *others = config.seeds
             sweep = []
             for lr in method_lrs(method, config):
@@ -186,19 +189,19 @@ def bench(config: BenchConfig | dict[str, Any]) -> list[dict[str, Any]]:
                 sweep.append(run_cell(config, method, source, lr, first, where / f"lr{lr:g}-seed{first}"))
                 bar.update(1)
             best = _best(sweep)
-            runs = [best]
+            at_best = [best]
             for seed in others:
                 bar.set_postfix_str(f"{method} {task} seed {seed}")
-                runs.append(run_cell(config, method, source, best["lr"], seed,
+                at_best.append(run_cell(config, method, source, best["lr"], seed,
                                      where / f"lr{best['lr']:g}-seed{seed}"))
                 bar.update(1)
-            scores = [r["accuracy"] or 0.0 for r in runs]
+            scores = [r["accuracy"] or 0.0 for r in at_best]
             records.append({
                 "method": method, "task": task, "model": config.model, "steps": config.steps,
-                "lr": best["lr"], "seed": [r["seed"] for r in runs], "accuracy": statistics.mean(scores),
+                "lr": best["lr"], "seed": [r["seed"] for r in at_best], "accuracy": statistics.mean(scores),
                 "accuracy_spread": max(scores) - min(scores), "accuracy_per_seed": scores,
                 "trainable_params": best["trainable_params"], "adapter_bytes": best["adapter_bytes"],
-                "train_step_time_s": _median([r["step_time_s"] for r in runs]),
+                "train_step_time_s": _median([r["step_time_s"] for r in at_best]),
                 "sweep": {f"{c['lr']:g}": c["accuracy"] for c in sweep}, **probed})
             write_json(out / "results.json", {"config": dataclasses.asdict(config), "records": records})
     bar.close()
