@@ -214,6 +214,46 @@ def mergekit_parity(experts: list[dict], cache: Path, scratch: Path) -> dict:
     return report
 
 
+def reconstruction_errors(experts: list[dict], scratch: Path) -> dict[str, list[float]]:
+    """Per merge and task i: ‖ΔW_merge − ΔW_i‖ / ‖ΔW_i‖ over all adapted layers (Frobenius), ΔW_merge the
+    update the merge gives task i (an RMM basis: task i's reverted adapter; any other merge: the one
+    update it gives every task)."""
+    from rankwise.adapters import layers_of
+    from rankwise.merging.updates import read_update
+
+    base = load("smollm2-135m")[0]
+    targets = [read_update(base, e["adapter"], i) for i, e in enumerate(experts)]
+    weights = {path: m.weight.detach().clone() for path, m in base.named_modules() if hasattr(m, "weight")}
+
+    def error(update_of: dict, target) -> float:
+        num = sum(float((update_of[p] - target.delta(p)).square().sum()) for p in target.paths)
+        return (num / sum(float(target.delta(p).square().sum()) for p in target.paths)) ** 0.5
+
+    found = {}
+    for label, (method, fields) in MERGES.items():
+        model = load("smollm2-135m")[0]
+        result = merge_adapters(model, [e["adapter"] for e in experts], method, **fields)
+        if result["kind"] == "basis":
+            out = scratch / f"basis-{label.replace(' ', '_')}"
+            rmm.save_basis(out, result.pop("basis"), result["inputs"], result["rank"])
+            found[label] = []
+            for index, target in enumerate(targets):
+                reverted = load("smollm2-135m")[0]
+                rmm.revert(reverted, out, index + 1)
+                deltas = {p: a.delta_weight().detach() for p, a in layers_of(reverted, "reverted").items()}
+                found[label].append(error(deltas, target))
+        elif result["kind"] == "adapter":
+            deltas = {p: a.delta_weight().detach() for p, a in layers_of(model, "merged").items()}
+            found[label] = [error(deltas, t) for t in targets]
+        else:
+            modules = dict(model.named_modules())
+            deltas = {p: modules[p].weight.detach() - weights[p] for t in targets for p in t.paths}
+            found[label] = [error(deltas, t) for t in targets]
+        print(f"{label:<16} relative error per task {[round(e, 3) for e in found[label]]}", flush=True)
+        del model
+    return found
+
+
 def claims(rows: dict[str, dict]) -> list[dict]:
     ta, ties, dare = rows["task-arithmetic"], rows["ties"], rows["dare-ties"]
     ortho = rows["orthomerge G"]
@@ -242,6 +282,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--eval-limit", type=int, default=50)
     parser.add_argument("--experts-only", action="store_true", help="train (or find) the experts and stop")
+    parser.add_argument("--errors-only", action="store_true", help="add each merge's reconstruction error of "
+                        "every expert's update to the saved results (merge_claims.json, .md) and stop")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     import tempfile
@@ -249,6 +291,22 @@ def main() -> None:
     cache = ROOT / "bench" / ".cache" / "merge"
     experts = train_experts(args.steps, cache)
     if args.experts_only:
+        return
+    if args.errors_only:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as scratch:
+            errors = reconstruction_errors(experts, Path(scratch))
+        saved = json.loads((args.out / "merge_claims.json").read_text())
+        saved["reconstruction_errors"] = errors
+        (args.out / "merge_claims.json").write_text(json.dumps(saved, indent=1) + "\n")
+        lines = ["| merge | " + " | ".join(TASKS) + " | mean |", "|---" * (2 + len(TASKS)) + "|"]
+        lines += [f"| {label} | " + " | ".join(f"{e:.3f}" for e in errs) + f" | {sum(errs) / len(errs):.3f} |"
+                  for label, errs in errors.items()]
+        with open(args.out / "merge_claims.md", "a", encoding="utf-8") as md:
+            md.write("\nRelative reconstruction error of each expert's update, ‖ΔW_merge − ΔW_i‖_F / "
+                     "‖ΔW_i‖_F over all adapted layers:\n\n" + "\n".join(lines) + "\n")
+        print("\n".join(lines))
         return
     tokenizer = load("smollm2-135m")[1]
     scores = score_experts(lambda i: rankwise.load_adapter(load("smollm2-135m")[0], experts[i]["adapter"]),
