@@ -3,6 +3,7 @@ method, each merge scored on every expert's task (as a fraction of the expert's 
 held-out text (perplexity: forgetting).
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/merge_claims.py [--steps 100] [--eval-limit 50]
+        [--only parity|errors]       # recompute one part of the saved results, rewrite the report
 
 Experts: `rankwise finetune` with the demo's recipe (LoRA r 8, α 16, all linear layers, lr 1e-3, batch
 8, warmup 5 %), STEPS steps each, seed 42; kept under bench/.cache/merge (reused when present). The four
@@ -11,7 +12,8 @@ only 0.36 and 0.54, and a merge's score as a fraction of a weak expert's says li
 Merges, all at weight 1 per expert: task-arithmetic (a sum), linear (the mean), ties and dare-ties and
 dare-linear at density 0.5 (seed 0), svd at rank 8, cat, orthomerge G and C (task-arithmetic residuals,
 λ = 0.2), rmm at k = 1, 2, 3, 4 (each task scored with its reverted adapter). Time and output size of
-each merge are measured in the same process.
+each merge are measured in the same process, and each merge's reconstruction error of every expert's
+update, ‖ΔW_merge − ΔW_i‖_F / ‖ΔW_i‖_F over all adapted layers (RMM: task i's reverted adapter).
 
 Parity with mergekit on the real model (linear, task_arithmetic, ties at density 0.5, weight 1 each):
 each expert folded into a full model folder and merged by mergekit 0.1.5 and by rankwise, and the merged
@@ -108,7 +110,7 @@ def run_merge(label: str, method: str, fields: dict, experts: list[dict], scores
 
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from safetensors.torch import save_file
 args = json.loads(sys.argv[1])
 started = time.perf_counter()
@@ -133,8 +135,10 @@ else:
         rankwise.unload(model, merge=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items() if k.endswith("proj.weight")},
               args["out"] + "/model.safetensors")
-print(json.dumps({"seconds": time.perf_counter() - started,
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM, not getrusage's ru_maxrss: Linux carries maxrss over fork and exec, so a child would report
+# its parent's peak whenever that is larger
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"seconds": time.perf_counter() - started, "peak_rss_mib": int(hwm.split()[1]) / 1024}))
 """
 PARITY_METHODS = ("linear", "task_arithmetic", "ties")  # mergekit's names; dare is compared in expectation
 # in tests/merging/test_mergekit_parity.py (its masks come from different random streams)
@@ -254,17 +258,22 @@ def reconstruction_errors(experts: list[dict], scratch: Path) -> dict[str, list[
     return found
 
 
-def claims(rows: dict[str, dict]) -> list[dict]:
+def claims(saved: dict) -> list[dict]:
+    rows, errors = saved["merges"], saved.get("reconstruction_errors")
     ta, ties, dare = rows["task-arithmetic"], rows["ties"], rows["dare-ties"]
     ortho = rows["orthomerge G"]
     ppl = {k: sum(r["perplexity"]["merged"]) / len(r["perplexity"]["merged"]) for k, r in rows.items()}
-    best_single = max(r["mean_ratio"] for k, r in rows.items() if not k.startswith("rmm"))
+    singles = [k for k in rows if not k.startswith("rmm")]
+    best_single = max(rows[k]["mean_ratio"] for k in singles)
     rmm_below = [rows[f"rmm k={k}"]["mean_ratio"] for k in (1, 2, 3)]
-    return [
-        {"claim": "TIES and DARE beat plain task arithmetic at equal scaling (weight 1 each)",
-         "held": ties["mean_ratio"] > ta["mean_ratio"] and dare["mean_ratio"] > ta["mean_ratio"],
-         "evidence": f"mean ratio TIES {ties['mean_ratio']:.3f}, DARE-TIES {dare['mean_ratio']:.3f}, "
-                     f"TA {ta['mean_ratio']:.3f}"},
+    found = [
+        {"claim": "TIES beats plain task arithmetic at equal scaling (weight 1 each)",
+         "held": ties["mean_ratio"] > ta["mean_ratio"],
+         "evidence": f"mean ratio TIES {ties['mean_ratio']:.3f}, TA {ta['mean_ratio']:.3f}"},
+        {"claim": "DARE beats plain task arithmetic at equal scaling (weight 1 each)",
+         "held": dare["mean_ratio"] > ta["mean_ratio"],
+         "evidence": f"mean ratio DARE-TIES {dare['mean_ratio']:.3f}, DARE-linear "
+                     f"{rows['dare-linear']['mean_ratio']:.3f}, TA {ta['mean_ratio']:.3f}"},
         {"claim": "OrthoMerge forgets less than task arithmetic at the same per-task score",
          "held": ppl["orthomerge G"] < ppl["task-arithmetic"] and ortho["mean_ratio"] >= ta["mean_ratio"],
          "evidence": f"held-out perplexity OrthoMerge {ppl['orthomerge G']:.2f} vs TA "
@@ -275,75 +284,51 @@ def claims(rows: dict[str, dict]) -> list[dict]:
          "evidence": f"RMM k=1..3 {[round(r, 3) for r in rmm_below]}, k=4 "
                      f"{rows['rmm k=4']['mean_ratio']:.3f}; best single merge {best_single:.3f}"},
     ]
+    if errors:
+        mean = {k: sum(v) / len(v) for k, v in errors.items()}
+        best = min(mean[k] for k in singles)
+        below = [mean[f"rmm k={k}"] for k in (1, 2, 3)]
+        found.append({
+            "claim": "RMM with k < n reconstructs each task's update with a lower error than any single "
+                     "merge; k = n is exact",
+            "held": all(errors[f"rmm k={k}"][i] < min(errors[s][i] for s in singles)
+                        for k in (1, 2, 3) for i in range(len(TASKS))) and max(errors["rmm k=4"]) < 1e-5,
+            "evidence": f"mean relative error RMM k=1..3 {[round(e, 3) for e in below]}, k=4 "
+                        f"{mean['rmm k=4']:.1e}; best single merge {best:.3f}"})
+    return found
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--eval-limit", type=int, default=50)
-    parser.add_argument("--experts-only", action="store_true", help="train (or find) the experts and stop")
-    parser.add_argument("--errors-only", action="store_true", help="add each merge's reconstruction error of "
-                        "every expert's update to the saved results (merge_claims.json, .md) and stop")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    args = parser.parse_args()
-    import tempfile
-
-    cache = ROOT / "bench" / ".cache" / "merge"
-    experts = train_experts(args.steps, cache)
-    if args.experts_only:
-        return
-    if args.errors_only:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as scratch:
-            errors = reconstruction_errors(experts, Path(scratch))
-        saved = json.loads((args.out / "merge_claims.json").read_text())
-        saved["reconstruction_errors"] = errors
-        (args.out / "merge_claims.json").write_text(json.dumps(saved, indent=1) + "\n")
-        lines = ["| merge | " + " | ".join(TASKS) + " | mean |", "|---" * (2 + len(TASKS)) + "|"]
-        lines += [f"| {label} | " + " | ".join(f"{e:.3f}" for e in errs) + f" | {sum(errs) / len(errs):.3f} |"
-                  for label, errs in errors.items()]
-        with open(args.out / "merge_claims.md", "a", encoding="utf-8") as md:
-            md.write("\nRelative reconstruction error of each expert's update, ‖ΔW_merge − ΔW_i‖_F / "
-                     "‖ΔW_i‖_F over all adapted layers:\n\n" + "\n".join(lines) + "\n")
-        print("\n".join(lines))
-        return
-    tokenizer = load("smollm2-135m")[1]
-    scores = score_experts(lambda i: rankwise.load_adapter(load("smollm2-135m")[0], experts[i]["adapter"]),
-                           tokenizer, TASKS, args.eval_limit, progress=False)
-    with tempfile.TemporaryDirectory() as scratch:
-        parity = mergekit_parity(experts, cache, Path(scratch))
-        rows = {label: run_merge(label, method, fields, experts, scores, Path(scratch), args.eval_limit)
-                for label, (method, fields) in MERGES.items()}
-    found = claims(rows)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "merge_claims.json").write_text(json.dumps({"experts": experts, "merges": rows,
-                                                            "mergekit_parity": parity, "claims": found},
-                                                           indent=1) + "\n")
+def write_report(saved: dict, out: Path) -> None:
+    """merge_claims.md and merge_claims.png, from what merge_claims.json holds."""
+    rows, parity, errors = saved["merges"], saved["mergekit_parity"], saved.get("reconstruction_errors")
+    saved["claims"] = claims(saved)
+    (out / "merge_claims.json").write_text(json.dumps(saved, indent=1) + "\n")
     lines = ["| merge | kind | mean score / expert | " + " | ".join(TASKS) + " | held-out ppl | seconds | "
-             "output MiB |", "|---" * (6 + len(TASKS)) + "|"]
+             "output MiB |" + (" reconstruction error (mean) |" if errors else ""),
+             "|---" * (6 + len(TASKS) + bool(errors)) + "|"]
     for label, r in rows.items():
         scores = " | ".join(f"{t['merged']:.2f}/{t['expert']:.2f}" for t in r["tasks"])
         ppl = sum(r["perplexity"]["merged"]) / len(r["perplexity"]["merged"])
+        error = f" {sum(errors[label]) / len(errors[label]):.3g} |" if errors else ""
         lines.append(f"| {label} | {r['kind']} | {r['mean_ratio']:.3f} | {scores} | {ppl:.2f} | "
-                     f"{r['seconds']:.2f} | {r['output_bytes'] / 2**20:.1f} |")
+                     f"{r['seconds']:.2f} | {r['output_bytes'] / 2**20:.1f} |{error}")
     base_ppl = next(iter(rows.values()))["perplexity"]["base"]
     marks = "\n".join(f"- {'held' if c['held'] else 'NOT held'}: {c['claim']} ({c['evidence']})"
-                      for c in found)
+                      for c in saved["claims"])
     parity_lines = ["| mergekit method | max abs diff, same folded inputs | off tied trim cut-offs | "
                     "entries at ties | from adapters: max abs diff | time rankwise (adapters) / mergekit | "
-                    "peak RSS rankwise (adapters) / mergekit |", "|---" * 7 + "|"]
+                    "peak memory rankwise (adapters) / mergekit |", "|---" * 7 + "|"]
     for method, p in parity.items():
         kit, ours = p["mergekit"], p["rankwise from adapters"]
         parity_lines.append(
             f"| {method} | {p['max_abs_difference']:.2e} | {p['max_abs_difference_off_ties']:.2e} | "
             f"{p['entries_differing_at_tied_cutoff']} | {p['from_adapters_max_abs_difference']:.2e} | "
             f"{ours['seconds'] / kit['seconds']:.2f} | {ours['peak_rss_mib'] / kit['peak_rss_mib']:.2f} |")
-    parity_line = ("Parity with mergekit 0.1.5 (weight 1 each, ties density 0.5):\n\n"
-                   + "\n".join(parity_lines))
-    (args.out / "merge_claims.md").write_text(
-        f"# Merging four SmolLM2 LoRA experts\n\nbase held-out perplexity {base_ppl:.2f}\n\n"
-        + "\n".join(lines) + f"\n\n{marks}\n\n{parity_line}\n")
+    (out / "merge_claims.md").write_text(
+        f"# Merging four SmolLM2 LoRA experts\n\nbase held-out perplexity {base_ppl:.2f}; reconstruction "
+        "error: ‖ΔW_merge − ΔW_i‖_F / ‖ΔW_i‖_F over all adapted layers, mean of the four experts\n\n"
+        + "\n".join(lines) + f"\n\n{marks}\n\nParity with mergekit 0.1.5 (weight 1 each, ties density 0.5; "
+        "peak memory: each run's own high-water resident size, VmHWM):\n\n" + "\n".join(parity_lines) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -359,9 +344,43 @@ def main() -> None:
            title="four SmolLM2 LoRA experts merged")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(args.out / "merge_claims.png")
+    fig.savefig(out / "merge_claims.png")
     print("\n".join(lines))
     print(marks)
+
+
+def main() -> None:
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--eval-limit", type=int, default=50)
+    parser.add_argument("--experts-only", action="store_true", help="train (or find) the experts and stop")
+    parser.add_argument("--only", choices=("parity", "errors"), help="recompute one part of the saved "
+                        "results (mergekit parity, or reconstruction errors) and rewrite the report")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+
+    cache = ROOT / "bench" / ".cache" / "merge"
+    experts = train_experts(args.steps, cache)
+    if args.experts_only:
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    saved = json.loads((args.out / "merge_claims.json").read_text()) if args.only else {"experts": experts}
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.only in (None, "parity"):
+            saved["mergekit_parity"] = mergekit_parity(experts, cache, Path(scratch))
+        if args.only is None:
+            tokenizer = load("smollm2-135m")[1]
+            scores = score_experts(
+                lambda i: rankwise.load_adapter(load("smollm2-135m")[0], experts[i]["adapter"]), tokenizer,
+                TASKS, args.eval_limit, progress=False)
+            saved["merges"] = {label: run_merge(label, method, fields, experts, scores, Path(scratch),
+                                                args.eval_limit)
+                               for label, (method, fields) in MERGES.items()}
+        if args.only in (None, "errors"):
+            saved["reconstruction_errors"] = reconstruction_errors(experts, Path(scratch))
+    write_report(saved, args.out)
 
 
 if __name__ == "__main__":
