@@ -29,7 +29,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -n 2 -m "not slow" tests
 
 bench: $(STAMP)
-	$(PY) bench/step_time.py
+	$(VENV)/bin/rankwise bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
