@@ -204,6 +204,6 @@ def bench(config: BenchConfig | dict[str, Any]) -> list[dict[str, Any]]:
                 "train_step_time_s": _median([r["step_time_s"] for r in at_best]),
                 "sweep": {f"{c['lr']:g}": c["accuracy"] for c in sweep}, **probed})
             write_json(out / "results.json", {"config": dataclasses.asdict(config), "records": records})
+        write_report(config, records, out)  # after every method: a stopped sweep still has its report
     bar.close()
-    write_report(config, records, out)
     return records
