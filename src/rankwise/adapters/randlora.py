@@ -23,7 +23,7 @@ layer's shape with a CPU generator, so they are identical on every device and af
 of one shape share one set of bases, as PEFT shares one global pair (a process-wide cache keeps one
 copy per shape), and are non-persistent buffers so they follow .to().
 
-Against PEFT: the same function given the same numbers (rankwise.io.peft_randlora maps one onto the
+Against PEFT: the same function given the same numbers (rankwise.train.peft_randlora maps one onto the
 other; the probe's PEFT twin shows identical logits at init and after a step). PEFT shares one basis
 pair sliced per layer where rankwise has one per shape, so no PEFT-format file holds rankwise's bases.
 

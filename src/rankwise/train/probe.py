@@ -8,7 +8,7 @@ noise hits all alike; medians over `rounds`):
     method step     forward + backward + AdamW step of the adapter, with its regularizer and hooks
     PEFT step       the same for PEFT's implementation (lora, rslora, dora, pissa, randlora), from identical
                     weights (randlora: PEFT's bases copied into rankwise's adapter, rankwise's λ, γ and
-                    scaling into PEFT's; see rankwise.io.peft_randlora for how the two lay them out)
+                    scaling into PEFT's; see rankwise.train.peft_randlora for how the two lay them out)
     base forward    no adapter, no grad;  unmerged / merged forward: the adapter applied / folded in
 Peak memory is what a training step allocates above the loaded model (activations, gradients, optimizer
 state, temporaries), read from torch.profiler's allocator events of the first step: the same count for
@@ -107,7 +107,7 @@ def _peft_twin(base: nn.Module, ours: nn.Module, method: str, fields: dict, fold
     from peft import LoraConfig, PeftModel, get_peft_model
 
     from ..io import save_adapter
-    from ..io.peft_randlora import peft_randlora_twin
+    from .peft_randlora import peft_randlora_twin
 
     if method == "randlora":
         return peft_randlora_twin(base, ours)

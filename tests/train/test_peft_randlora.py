@@ -12,9 +12,9 @@ peft = pytest.importorskip("peft")
 from rankwise.adapters import layers_of  # noqa: E402
 from rankwise.adapters.randlora import random_bases  # noqa: E402
 from rankwise.errors import ConfigError  # noqa: E402
-from rankwise.io.peft_randlora import peft_randlora_twin, share_randlora_weights  # noqa: E402
+from rankwise.train.peft_randlora import peft_randlora_twin, share_randlora_weights  # noqa: E402
 
-from .io_helpers import TINY_VOCAB, adapted_llama, logits, make_tiny_llama  # noqa: E402
+from ..io.io_helpers import TINY_VOCAB, adapted_llama, logits, make_tiny_llama  # noqa: E402
 
 # rank 3: n = ⌈d/3⌉ leaves a partial last basis and PEFT's shared n_max = 22 is sliced to 6 or 11
 FIELDS = {"rank": 3, "alpha": 5.0, "targets": "all-linear"}
