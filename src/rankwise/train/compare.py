@@ -200,9 +200,11 @@ def bench(config: BenchConfig | dict[str, Any]) -> list[dict[str, Any]]:
                 "method": method, "task": task, "model": config.model, "steps": config.steps,
                 "lr": best["lr"], "seed": [r["seed"] for r in at_best], "accuracy": statistics.mean(scores),
                 "accuracy_spread": max(scores) - min(scores), "accuracy_per_seed": scores,
+                "final_loss": _median([r["final_loss"] for r in at_best]),
                 "trainable_params": best["trainable_params"], "adapter_bytes": best["adapter_bytes"],
                 "train_step_time_s": _median([r["step_time_s"] for r in at_best]),
-                "sweep": {f"{c['lr']:g}": c["accuracy"] for c in sweep}, **probed})
+                "sweep": {f"{c['lr']:g}": c["accuracy"] for c in sweep},
+                "sweep_final_loss": {f"{c['lr']:g}": c["final_loss"] for c in sweep}, **probed})
             write_json(out / "results.json", {"config": dataclasses.asdict(config), "records": records})
         write_report(config, records, out)  # after every method: a stopped sweep still has its report
     bar.close()

@@ -12,13 +12,14 @@ def _number(value: float | None, spec: str) -> str:
 
 
 def table(records: list[dict[str, Any]]) -> list[str]:
-    lines = ["| method | task | best lr | exact match (mean ± spread) | trainable | adapter KiB | step s | "
-             "peak MiB | merged Δ | PEFT step × | PEFT mem × | PEFT Δ after 1 step |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| method | task | best lr | exact match (mean ± spread) | final loss | trainable | "
+             "adapter KiB | step s | peak MiB | merged Δ | PEFT step × | PEFT mem × | PEFT Δ after 1 step |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(records, key=lambda r: (r["task"], -r["accuracy"], r["method"])):
         lines.append(
             f"| {r['method']} | {r['task']} | {r['lr']:g} | {r['accuracy']:.3f} ± "
-            f"{r['accuracy_spread']:.3f} | {r['trainable_params']:,} | {r['adapter_bytes'] / 1024:.0f} | "
+            f"{r['accuracy_spread']:.3f} | {_number(r.get('final_loss'), '.3f')} | "
+            f"{r['trainable_params']:,} | {r['adapter_bytes'] / 1024:.0f} | "
             f"{_number(r.get('step_time_s'), '.3f')} | "
             f"{_number(r.get('peak_mem_mb'), '.0f')} | {_number(r.get('merged_max_abs_diff'), '.1e')} | "
             f"{_number(r.get('peft_step_ratio'), '.2f')} | {_number(r.get('peft_mem_ratio'), '.2f')} | "
@@ -56,14 +57,18 @@ def write_report(config, records: list[dict[str, Any]], out: Path) -> None:
         fig.savefig(tmp, format="png")
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), dpi=110, squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    fig, axes = plt.subplots(2, len(tasks), figsize=(6 * len(tasks), 8), dpi=110, squeeze=False)
+    for column, task in enumerate(tasks):
         for r in (r for r in records if r["task"] == task):
             rates = sorted(r["sweep"], key=float)
-            ax.plot([float(x) for x in rates], [r["sweep"][x] or 0.0 for x in rates], marker="o", ms=3,
-                    label=r["method"])
-        ax.set(xscale="log", xlabel="learning rate", ylabel="held-out exact match (first seed)", title=task)
-        ax.legend(fontsize=5, ncol=2)
+            for row, (key, missing) in enumerate((("sweep", 0.0), ("sweep_final_loss", float("nan")))):
+                values = r.get(key, {})
+                axes[row][column].plot([float(x) for x in rates],
+                                       [missing if values.get(x) is None else values[x] for x in rates],
+                                       marker="o", ms=3, label=r["method"])
+        axes[0][column].set(xscale="log", ylabel="held-out exact match (first seed)", title=task)
+        axes[1][column].set(xscale="log", xlabel="learning rate", ylabel="final training loss")
+        axes[0][column].legend(fontsize=5, ncol=2)
     fig.tight_layout()
     with atomic_path(out / "accuracy_vs_lr.png") as tmp:
         fig.savefig(tmp, format="png")
