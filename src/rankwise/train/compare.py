@@ -178,8 +178,8 @@ def bench(config: BenchConfig | dict[str, Any]) -> list[dict[str, Any]]:
     bar = tqdm(total=cells_total, desc="bench", unit="run", disable=not config.progress)
     records = []
     for method in config.methods:
-        probed = probe(config.model, method, method_fields(method, config), runs / "probes") \
-            if config.probe else {}
+        probed = probe(config.model, method, method_fields(method, config), runs / "probes",
+                       total_steps=config.steps) if config.probe else {}
         for task, source in sources.items():
             where = runs / "cells" / method / task
             first, *others = config.seeds

@@ -53,7 +53,7 @@ def _quiet_stderr():
 
 def peak_allocated_mb(fn: Callable[[], Any]) -> float:
     """The most memory (MiB) that tensors allocated inside `fn` held at once, from the profiler's
-    allocator events (its running 'Total Allocated' counts from the start of profiling)."""
+    allocator events."""
     from torch.profiler import ProfilerActivity, profile
 
     with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -62,12 +62,19 @@ def peak_allocated_mb(fn: Callable[[], Any]) -> float:
         trace = Path(tmp) / "trace.json"
         prof.export_chrome_trace(str(trace))
         events = json.loads(trace.read_text())["traceEvents"]
-    totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
-    return max([0, *totals]) / 2**20
+    memory = [e["args"] for e in sorted(events, key=lambda e: e.get("ts", 0)) if e.get("name") == "[memory]"]
+    if not memory:
+        return 0.0
+    # The running total counts from the first profiled allocation of the process, so what earlier
+    # profiling left alive is in it: measure from the total just before this block's first event.
+    before = memory[0]["Total Allocated"] - memory[0]["Bytes"]
+    return max(0, max(m["Total Allocated"] for m in memory) - before) / 2**20
 
 
-def _trainer(model: nn.Module, ids: torch.Tensor, lr: float, rankwise_hooks: bool) -> Callable[[], None]:
-    """One optimizer step on `ids` (a fresh AdamW over what trains; rankwise's groups and hooks)."""
+def _trainer(model: nn.Module, ids: torch.Tensor, lr: float, rankwise_hooks: bool,
+             total_steps: int) -> Callable[[], None]:
+    """One optimizer step on `ids` (a fresh AdamW over what trains; rankwise's groups and hooks, told the
+    run is `total_steps` long, as schedules such as CoDyRA's threshold ramp need)."""
     from ..adapters import StepContext, hooks
 
     groups = hooks.param_groups(model, lr) if rankwise_hooks else \
@@ -84,7 +91,7 @@ def _trainer(model: nn.Module, ids: torch.Tensor, lr: float, rankwise_hooks: boo
         optimizer.zero_grad(set_to_none=True)
         steps += 1
         if rankwise_hooks:
-            hooks.after_step(model, StepContext(steps, optimizer))
+            hooks.after_step(model, StepContext(steps, optimizer, total_steps=total_steps))
 
     return step
 
@@ -121,7 +128,8 @@ def _peft_twin(base: nn.Module, ours: nn.Module, method: str, fields: dict, fold
 
 
 def probe(model_name: str, method: str, fields: dict[str, Any], folder: Path | None = None, *,
-          batch: int = 4, seq: int = 128, rounds: int = 5, lr: float = 1e-3, seed: int = 0) -> dict[str, Any]:
+          batch: int = 4, seq: int = 128, rounds: int = 5, lr: float = 1e-3, seed: int = 0,
+          total_steps: int = 100) -> dict[str, Any]:
     """The measurements above for `method` with adapter `fields`; a cached result in `folder`/<method>.json
     is returned as is (a sweep resumes without re-measuring)."""
     from ..adapters import adapt, merge
@@ -143,9 +151,9 @@ def probe(model_name: str, method: str, fields: dict[str, Any], folder: Path | N
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         theirs = _peft_twin(base, ours, method, fields, Path(tmp) / "peft")
-    steps = {"method": _trainer(ours, ids, lr, True)}
+    steps = {"method": _trainer(ours, ids, lr, True, total_steps)}
     if theirs is not None:
-        steps["peft"] = _trainer(theirs, ids, lr, False)
+        steps["peft"] = _trainer(theirs, ids, lr, False, total_steps)
         result["peft_init_max_abs_diff"] = (_logits(ours, ids) - _logits(theirs, ids)).abs().max().item()
     for name, step in steps.items():  # the first step: peak memory (optimizer state is allocated here)
         result[f"{name}_peak_mem_mb"] = peak_allocated_mb(step)
