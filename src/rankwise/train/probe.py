@@ -151,6 +151,9 @@ def probe(model_name: str, method: str, fields: dict[str, Any], folder: Path | N
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         theirs = _peft_twin(base, ours, method, fields, Path(tmp) / "peft")
+    for model in (ours, frozen, theirs):  # every step in training mode, as a training run takes it
+        if model is not None:
+            model.train()
     steps = {"method": _trainer(ours, ids, lr, True, total_steps)}
     if theirs is not None:
         steps["peft"] = _trainer(theirs, ids, lr, False, total_steps)
