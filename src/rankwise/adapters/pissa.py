@@ -8,7 +8,8 @@ so the model equals the base at init (up to float rounding). Trains A and B; W_r
 s = alpha / rank; the paper uses alpha = rank (s = 1); dividing S by s keeps any alpha exact (as PEFT).
 
 Where rankwise differs from the paper's code: the code overwrites W with W_res. rankwise keeps W and
-computes W_res x as W x - s B₀ A₀ x (two more rank-r matmuls), with A₀, B₀ as saved buffers. The
+computes W_res x as W x - s B₀ A₀ x, with A₀, B₀ as saved buffers (without dropout, in the same
+product as the update: s [B, -B₀][A; A₀] x, rank 2r). The
 function is the same, but the base model is never modified, so several adapters can share it, unload
 is exact and the saved adapter applies to the original model. Follows the paper's exact SVD;
 `svd_iters` > 0 selects PEFT's fast randomized variant (pissa_niter_k).
@@ -53,6 +54,11 @@ class Pissa(Lora):
 
     def forward(self, x: torch.Tensor, base_out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
         x = x.to(self.lora_A.dtype)
+        if isinstance(self.dropout, nn.Identity):
+            # Both paths see the same x: one rank-2r product [B, -B₀][A; A₀] x, half the kernels of two.
+            A = torch.cat([self.lora_A, self.init_A])
+            B = torch.cat([self.lora_B, -self.init_B], dim=1)
+            return base_out + lora_delta(x, A, B, self.scale).to(base_out.dtype)
         principal = lora_delta(x, self.init_A, self.init_B, self.scale)  # the part W_res leaves out
         update = lora_delta(self.dropout(x), self.lora_A, self.lora_B, self.scale)
         return base_out + (update - principal).to(base_out.dtype)
