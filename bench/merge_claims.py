@@ -227,11 +227,16 @@ def reconstruction_errors(experts: list[dict], scratch: Path) -> dict[str, list[
 
     base = load("smollm2-135m")[0]
     targets = [read_update(base, e["adapter"], i) for i, e in enumerate(experts)]
-    weights = {path: m.weight.detach().clone() for path, m in base.named_modules() if hasattr(m, "weight")}
+    modules = dict(base.named_modules())
+    weights = {p: modules[p].weight.detach().clone() for t in targets for p in t.paths}  # adapted layers only
 
     def error(update_of: dict, target) -> float:
-        num = sum(float((update_of[p] - target.delta(p)).square().sum()) for p in target.paths)
-        return (num / sum(float(target.delta(p).square().sum()) for p in target.paths)) ** 0.5
+        num = den = 0.0
+        for path in target.paths:
+            delta = target.delta(path)  # formed once per layer from the factors
+            num += float((update_of[path] - delta).square().sum())
+            den += float(delta.square().sum())
+        return (num / den) ** 0.5
 
     found = {}
     for label, (method, fields) in MERGES.items():
