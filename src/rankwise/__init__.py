@@ -1,5 +1,6 @@
 """rankwise: low-rank methods across a model's life, behind one small interface."""
 
+from . import arch  # residual-stream variants (rankwise.arch.apply); registers its file-format family
 from ._version import __version__
 from .adapters import (
     ADAPTERS,
@@ -24,7 +25,7 @@ from .train import PretrainConfig, TrainConfig, finetune, pretrain
 
 __all__ = [
     "ADAPTERS", "PretrainConfig", "RankwiseCallback", "RankwiseError", "TrainConfig", "adapt", "analyze",
-    "compress", "disable", "disabled", "enable", "finetune", "hooks", "load_adapter", "merge",
+    "arch", "compress", "disable", "disabled", "enable", "finetune", "hooks", "load_adapter", "merge",
     "merge_adapters", "mixed_batch", "pretrain", "reparametrize", "save_adapter", "save_model", "set_active",
     "trainable_parameters", "unload", "unmerge", "__version__",
 ]

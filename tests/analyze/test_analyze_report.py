@@ -37,7 +37,7 @@ def report(tmp_path_factory) -> Path:
                                            "rank_by": "effective_rank", "score": 1.0}},
               "heads": head_composition(base, top=3, progress=False),
               "residual": {"norm": [1.0, 2.0, 2.5], "rms": [0.2, 0.4, 0.5], "growth": [2.0, 1.25],
-                           "tokens": 5, "hidden_size": 32, "final_norm_applied": True}}
+                           "tokens": 5, "hidden_size": 32}}
     return write_report(result, tmp_path_factory.mktemp("report"))
 
 

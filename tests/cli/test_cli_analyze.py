@@ -103,7 +103,7 @@ def test_encoder_model_minilm_weights_and_residual_and_heads_error(tmp_path, cap
     assert main(["analyze", "minilm-l6", "--residual", "--out", str(out), "--no-progress"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["weights"]["summary"]["n_layers"] == 6 * 6 + 1  # q, k, v, out, intermediate, output; pooler
-    assert len(report["residual"]["norm"]) == 7 and not report["residual"]["final_norm_applied"]
+    assert len(report["residual"]["norm"]) == 7
     capsys.readouterr()
     assert main(["analyze", "minilm-l6", "--heads", "--out", str(tmp_path / "heads")]) == 2
     assert "Llama-style attention" in capsys.readouterr().err

@@ -108,10 +108,9 @@ def _section_heads(result: dict, out: Path) -> list[str]:
 def _section_residual(result: dict, out: Path) -> list[str]:
     res = result["residual"]
     plot_residual(res, out / "residual.png")
-    note = " The last state has the final norm applied." if res["final_norm_applied"] else ""
     return [f"<h2>Hidden-state norm by depth</h2><p>{res['tokens']} tokens, "
             f"hidden size {res['hidden_size']}; "
-            f"norm {res['norm'][0]:.3g} after the embedding, {max(res['norm']):.3g} at most.{note}</p>",
+            f"norm {res['norm'][0]:.3g} after the embedding, {max(res['norm']):.3g} at most.</p>",
             _img("residual.png")]
 
 
