@@ -39,6 +39,23 @@ def test_every_method_pretrains_the_tiny_model_and_saves_it(tmp_path, capsys, me
     assert torch.isfinite(logits).all()
 
 
+@pytest.mark.parametrize(("variant", "options"), [("attnres-block", ["blocks=2"]), ("ladder", ["upper=2"]),
+                                                  ("attnres-full", []), ("residual-scale", ["scale=1/n"])])
+def test_every_residual_variant_pretrains_with_galore_and_loads_back(tmp_path, capsys, variant, options):
+    out = tmp_path / variant
+    flags = [flag for option in options for flag in ("--arch-option", option)]
+    code = main(["pretrain", "--size", "tiny", "--method", "galore", "--rank", "8", "--arch", variant, *flags,
+                 "--steps", "3", "--out", str(out), *SMALL])
+    assert code == 0 and "validation perplexity" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert results["arch"] == variant and 1 < results["val_perplexity"] < 259
+    model, tokenizer = load(str(out / "model"))
+    assert type(model.model.layers[0]).name == variant
+    ids = tokenizer("The assert statement", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids=ids).logits).all()
+
+
 def test_dry_run_prints_the_resolved_settings(capsys):
     code = main(["pretrain", "--method", "dct", "--option", "update_interval=50", "--dry-run"])
     assert code == 0
@@ -53,6 +70,10 @@ def test_dry_run_prints_the_resolved_settings(capsys):
     (["--method", "sltrain", "--option", "density"], "write KEY=VALUE"),
     (["--size", "huge"], "unknown size 'huge'"),
     (["--corpus", "/no/such/file.txt"], "no such file"),
+    (["--arch", "attnres-block", "--arch-option", "blocks=3"], "blocks=3 does not divide the model's 4"),
+    (["--arch", "ladder", "--arch-option", "upper=9"], "upper=9 is more than the model's 4 blocks"),
+    (["--arch", "ladr"], "unknown architecture variant 'ladr'. Did you mean ladder"),
+    (["--arch-option", "blocks=2"], "arch_config {'blocks': 2} is set but arch is not"),
 ])
 def test_bad_input_fails_in_one_line(tmp_path, capsys, argv, words):
     code = main(["pretrain", *argv, "--out", str(tmp_path / "out"), *SMALL])

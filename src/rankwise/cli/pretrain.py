@@ -19,6 +19,7 @@ EXAMPLES = """examples:
   rankwise pretrain --size tiny --method sltrain --rank 32 --option density=0.03 --out runs/sltrain
   rankwise pretrain --size tiny --method lowrank --reset-every 50 --save-every 100 --resume latest
   rankwise pretrain --size small --method dct --option update_interval=50 --corpus my_text.txt
+  rankwise pretrain --size tiny --arch attnres-block --arch-option blocks=2 --out runs/attnres
   torchrun --nproc_per_node 2 -m rankwise.cli pretrain --size tiny --method galore"""
 
 # flag -> PretrainConfig field, type, help
@@ -31,6 +32,7 @@ FLAGS = (
     ("--batch-size", "per_device_train_batch_size", int, "sequences per micro-batch [16]"),
     ("--accumulation", "gradient_accumulation_steps", int, "micro-batches per step [1]"),
     ("--seq-len", "max_length", int, "bytes per sequence [256]"),
+    ("--arch", "arch", str, "a residual-stream variant: attnres-full, attnres-block, ladder, residual-scale"),
     ("--optimizer", "optimizer", str, "the optimizer of a parameterization's factors [adamw]"),
     ("--refactor-every", "refactor_every", int, "lowrank/sltrain/lost: refactorize B A every N steps"),
     ("--reset-every", "reset_every", int, "lowrank/sltrain/lost: reset the factors' moments every N steps"),
@@ -53,19 +55,22 @@ def add_parser(sub) -> None:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="a method option (JSON value), e.g. density=0.03 or update_interval=50; "
                              "repeatable")
+    parser.add_argument("--arch-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a residual variant option (JSON value), e.g. blocks=2, upper=2, scale=1/n; "
+                             "repeatable")
     parser.add_argument("--config", metavar="FILE", help="a JSON file of settings; flags override it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved settings and exit")
     parser.set_defaults(run=run)
 
 
-def parse_options(items: list[str]) -> dict:
+def parse_options(items: list[str], flag: str = "--option") -> dict:
     """{"density": 0.03, ...} from ["density=0.03", ...]; values are JSON, else text."""
     options = {}
     for item in items:
         key, eq, text = item.partition("=")
         if not eq or not key.strip():
-            raise ConfigError(f"--option {item!r}: write KEY=VALUE, e.g. --option density=0.03.")
+            raise ConfigError(f"{flag} {item!r}: write KEY=VALUE, e.g. {flag} density=0.03.")
         try:
             options[key.strip().replace("-", "_")] = json.loads(text)
         except json.JSONDecodeError:
@@ -82,6 +87,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     values.update({field: value for field, value in given.items() if value is not None})
     if args.option:
         values["method_config"] = {**values.get("method_config", {}), **parse_options(args.option)}
+    if args.arch_option:
+        arch_options = parse_options(args.arch_option, "--arch-option")
+        values["arch_config"] = {**values.get("arch_config", {}), **arch_options}
     if args.no_progress:
         values["progress"] = False
     config = PretrainConfig.from_dict(values)  # every setting checked before anything is built

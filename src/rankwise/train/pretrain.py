@@ -111,9 +111,14 @@ def pretrain(config: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
     tokenizer = byte_tokenizer()
     train_blocks, held_out, source = corpus_blocks(config, tokenizer)
     model = scratch_llama(config.size, tokenizer, config.max_length, config.seed)
+    if config.arch is not None:  # before the method: a parameterization replaces layers inside the blocks
+        from ..arch import apply
+
+        apply(model, config.arch, **config.arch_config)
     trainee = prepare_method(model, config)
     params = sum(p.numel() for p in model.parameters())
-    say(f"rankwise pretrain: {config.method} on the {config.size} Llama ({params:,} parameters), "
+    shape = f"{config.size} Llama" + (f" with {config.arch} residuals" if config.arch else "")
+    say(f"rankwise pretrain: {config.method} on the {shape} ({params:,} parameters), "
         f"{len(train_blocks)} training and {len(held_out)} validation sequences of {config.max_length} "
         f"bytes from {source}")
 
@@ -128,7 +133,8 @@ def pretrain(config: PretrainConfig | dict[str, Any]) -> dict[str, Any]:
     optimizer = trained["optimizer"]
     first_step = 0 if resume_from is None else read_json(resume_from / "trainer_state.json")["step"]
     result: dict[str, Any] = {
-        "output_dir": str(out), "method": config.method, "size": config.size, "optimizer": config.optimizer,
+        "output_dir": str(out), "method": config.method, "size": config.size, "arch": config.arch,
+        "optimizer": config.optimizer,
         "rank": config.rank_for(model.config.hidden_size) if config.is_reparam
         else config.optimizer_config.get("rank"),  # None: a full-rank optimizer
         "steps": trained["step"], "final_loss": trained["loss"], "parameters": params,

@@ -35,6 +35,10 @@ class PretrainConfig:
         "help": "the method's own options, e.g. {\"density\": 0.03} (sltrain), {\"update_interval\": 50}"})
     optimizer: str = _opt("adamw", "the optimizer that trains a parameterization's factors")
     optimizer_config: dict = field(default_factory=dict, metadata={"help": "that optimizer's options"})
+    arch: str | None = _opt(None, "a residual-stream variant (rankwise.arch: attnres-full, attnres-block, "
+                            "ladder, residual-scale); null: the standard residual")
+    arch_config: dict = field(default_factory=dict, metadata={
+        "help": "the variant's options, e.g. {\"blocks\": 2} (attnres-block), {\"scale\": \"1/n\"}"})
     refactor_every: int | None = _opt(None, "lowrank/sltrain/lost: refactorize B A every N steps")
     reset_every: int | None = _opt(None, "lowrank/sltrain/lost: reset B's and A's moments every N steps")
     corpus: str | None = _opt(None, "a .txt or .jsonl (\"text\" field) file (null: the bundled corpus)")
@@ -58,7 +62,7 @@ class PretrainConfig:
     progress: bool = _opt(True, "show progress bars")
 
     def __post_init__(self) -> None:
-        for name in ("method_config", "optimizer_config"):
+        for name in ("method_config", "optimizer_config", "arch_config"):
             if getattr(self, name) is None:
                 setattr(self, name, {})
         for f in dataclasses.fields(self):
@@ -144,6 +148,13 @@ def _check_values(c: PretrainConfig) -> None:
         require(not stray, f"{c.method} does not take {stray}; it takes {sorted(options) or 'no options'}.")
         require(c.rank is None or "rank" in options,
                 f"{c.method} trains at full rank; rank does not apply (drop it, or pick galore, dct, ...).")
+    if c.arch is not None:
+        from ..arch import ARCHS
+
+        ARCHS.get(c.arch).config_class.create(c.arch, **c.arch_config).check_depth(
+            SIZES[c.size]["num_hidden_layers"])  # a block count or `upper` that cannot fit fails here
+    else:
+        require(not c.arch_config, f"arch_config {c.arch_config} is set but arch is not; name the variant.")
     if c.corpus is not None:
         require(usable_path(c.corpus, Path.is_file), f"corpus {c.corpus!r}: no such file; give a .txt or "
                                                      ".jsonl file of text, or leave corpus unset.")
