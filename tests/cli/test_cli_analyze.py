@@ -135,3 +135,34 @@ def test_every_mode_on_embedded_smollm2(tmp_path, capsys):
     assert len(report["gradients"][str(data)]["examples"]) == 2
     assert report["heads"]["layers"] == 30 and report["heads"]["heads"] == 9
     assert len(report["residual"]["norm"]) == 31
+
+
+def test_residual_norms_of_residual_variants_side_by_side(tmp_path, capsys):
+    from rankwise import arch
+    from rankwise.io import save_model
+    from rankwise.models.scratch import byte_tokenizer, scratch_llama
+
+    tokenizer = byte_tokenizer()
+    folders = {}
+    for variant, fields in (("plain", None), ("attnres-block", {"blocks": 2}), ("ladder", {})):
+        model = scratch_llama("tiny", tokenizer)
+        if fields is not None:
+            arch.apply(model, variant, **fields)
+        folders[variant] = save_model(model, tmp_path / variant, tokenizer)
+    out = tmp_path / "report"
+    code = main(["analyze", str(folders["plain"]), "--residual", "Some text.", "--residual-of",
+                 str(folders["attnres-block"]), str(folders["ladder"]), "--out", str(out), "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert printed.count("hidden-state RMS by depth") == 3
+    residual = json.loads((out / "report.json").read_text())["residual"]
+    assert list(residual["others"]) == [str(folders["attnres-block"]), str(folders["ladder"])]
+    assert all(len(one["rms"]) == 5 for one in [residual, *residual["others"].values()])  # input + 4 blocks
+    # at init AttnRes averages its sources, so its stream is no larger than the plain sum
+    assert residual["others"][str(folders["attnres-block"])]["rms"][-1] < residual["rms"][-1]
+    assert (out / "residual.png").is_file() and "max / min RMS" in (out / "report.html").read_text()
+
+
+def test_residual_of_without_residual_is_refused(tmp_path, capsys):
+    assert main(["analyze", "tiny-llama", "--residual-of", "tiny-llama", "--out", str(tmp_path / "r")]) == 2
+    assert "--residual-of needs --residual" in capsys.readouterr().err

@@ -130,14 +130,17 @@ def plot_heads(heads: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_residual(res: dict, path: Path) -> None:
-    """Hidden-state norm by depth, and its growth per layer."""
+def plot_residual(res: dict, path: Path, label: str = "model") -> None:
+    """Hidden-state RMS by depth and its growth per layer, for the model and any `res["others"]` beside it."""
     plt = _figure()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3))
-    axes[0].plot(res["norm"], marker=".")
-    axes[0].set_ylabel("mean ‖h_l‖")
-    axes[1].plot(range(1, len(res["growth"]) + 1), res["growth"], marker=".")
+    for name, one in {label: res, **res.get("others", {})}.items():
+        axes[0].plot(one["rms"], marker=".", label=name)
+        axes[1].plot(range(1, len(one["growth"]) + 1), one["growth"], marker=".", label=name)
+    axes[0].set_ylabel("RMS of h_l")
     axes[1].axhline(1.0, color="grey", lw=0.6)
+    if res.get("others"):
+        axes[0].legend(fontsize=7)
     axes[1].set_ylabel("‖h_l‖ / ‖h_(l−1)‖")
     for ax in axes:
         ax.set_xlabel("depth l (0 = embedding)")

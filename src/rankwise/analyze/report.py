@@ -107,11 +107,15 @@ def _section_heads(result: dict, out: Path) -> list[str]:
 
 def _section_residual(result: dict, out: Path) -> list[str]:
     res = result["residual"]
-    plot_residual(res, out / "residual.png")
+    plot_residual(res, out / "residual.png", label=str(result.get("model", "model")))
     return [f"<h2>Hidden-state norm by depth</h2><p>{res['tokens']} tokens, "
             f"hidden size {res['hidden_size']}; "
             f"norm {res['norm'][0]:.3g} after the embedding, {max(res['norm']):.3g} at most.</p>",
-            _img("residual.png")]
+            _img("residual.png"),
+            _table(["model", "RMS of the first block's input", "RMS of the last block's output",
+                    "max / min RMS over depth"],
+                   [[name, one["rms"][0], one["rms"][-1], max(one["rms"]) / min(one["rms"])]
+                    for name, one in {result.get("model", "model"): res, **res.get("others", {})}.items()])]
 
 
 def _section_layers(result: dict, out: Path) -> list[str]:

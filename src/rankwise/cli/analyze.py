@@ -4,6 +4,7 @@
     rankwise analyze tiny-llama --compare runs/demo/adapter    # + intruder dimensions vs the fine-tune
     rankwise analyze smollm2-135m --compare runs/r1/adapter runs/r8/adapter   # several, side by side
     rankwise analyze smollm2-135m --gradients data.jsonl --heads --residual
+    rankwise analyze runs/plain/model --residual --residual-of runs/attnres/model runs/ladder/model
 
 Each mode is one function `_mode_<name>(args, model, result)` that adds its section to `result`;
 MODES lists them in the order they run. The report (report.json, PNGs, report.html) goes to --out.
@@ -39,6 +40,9 @@ def add_parser(sub) -> None:
                         help="Q/K/V composition scores between attention heads and their low-rank channels")
     parser.add_argument("--residual", nargs="?", const="", default=None, metavar="TEXT",
                         help="hidden-state norm by depth on TEXT (a built-in paragraph if omitted)")
+    parser.add_argument("--residual-of", nargs="+", default=[], metavar="MODEL",
+                        help="with --residual: more models (e.g. pretrain runs with other --arch variants) "
+                             "measured on the same text and plotted beside MODEL")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(run=run)
 
@@ -116,11 +120,20 @@ def _mode_residual(args: argparse.Namespace, model, result: dict) -> None:
         return
     from ..analyze import residual_norms
 
+    from ..models import load
+
     kwargs = {"text": args.residual} if args.residual else {}
     result["residual"] = residual_norms(model, args.tokenizer, **kwargs)
-    norms = result["residual"]["norm"]
-    print(f"hidden-state norm by depth: {norms[0]:.2f} (embedding) -> "
-          f"{norms[-1]:.2f} (last of {len(norms) - 1})")
+    others = {}
+    for other in args.residual_of:
+        other_model, tokenizer = load(other)
+        others[other] = residual_norms(other_model, tokenizer or args.tokenizer, **kwargs)
+    if others:
+        result["residual"]["others"] = others
+    for name, res in {args.model: result["residual"], **others}.items():
+        rms = res["rms"]
+        print(f"hidden-state RMS by depth: {rms[0]:.3f} (first block's input) -> {rms[-1]:.3f} (last of "
+              f"{len(rms) - 1}), max/min {max(rms) / min(rms):.2f}  {name}")
 
 
 MODES = [_mode_weights, _mode_compare, _mode_gradients, _mode_heads, _mode_residual]
@@ -130,12 +143,17 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from ..analyze import write_report
     from ..errors import ConfigError
     from ..io.atomic import check_writable
-    from ..models import load, require_causal_lm
+    from ..models import EMBEDDED, load, require_causal_lm
 
     # Checked before the model loads: a typo should not cost the minutes the weights section takes.
     for folder in args.compare or []:
         if not Path(folder).expanduser().is_dir():
             raise ConfigError(f"--compare {folder}: no such folder; pass an adapter or HF model folder.")
+    for other in args.residual_of:
+        if args.residual is None:
+            raise ConfigError("--residual-of needs --residual (it adds models to that section).")
+        if not Path(other).expanduser().exists() and other not in {*EMBEDDED, "tiny-llama"}:
+            raise ConfigError(f"--residual-of {other}: no such model folder.")
     for data in args.gradients or []:
         if not Path(data).expanduser().is_file():
             raise ConfigError(f"--gradients {data}: no such file; "
