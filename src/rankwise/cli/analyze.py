@@ -119,7 +119,6 @@ def _mode_residual(args: argparse.Namespace, model, result: dict) -> None:
     if args.residual is None:
         return
     from ..analyze import residual_norms
-
     from ..models import load
 
     kwargs = {"text": args.residual} if args.residual else {}
