@@ -52,6 +52,8 @@ class BenchConfig:
     eval_size: int = 40
     max_new_tokens: int = 8
     probe: bool = True
+    probe_shape: tuple[int, int] = (4, 128)  # the probe's batch: rows × tokens
+    probe_rounds: int = 5
     out: str = "bench/results/bench"
     runs: str = "runs/bench"
     progress: bool = True
@@ -60,7 +62,8 @@ class BenchConfig:
     def quick(cls, **overrides: Any) -> BenchConfig:
         """Every method, one task, a few steps on tiny-llama: checks the whole pipeline in about a minute."""
         preset = dict(model="tiny-llama", tasks=["iso-dates"], steps=3, lrs=[1e-3, 3e-2], seeds=[0, 1],
-                      batch_size=4, max_length=96, eval_size=4, max_new_tokens=4)
+                      batch_size=4, max_length=96, eval_size=4, max_new_tokens=4, probe_shape=(2, 32),
+                      probe_rounds=2)
         return cls(**{**preset, **overrides})
 
     def check(self) -> None:
@@ -81,7 +84,8 @@ class BenchConfig:
             raise ConfigError(f"learning rates must be positive numbers, got {self.lrs}.")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"give one or more distinct seeds, got {self.seeds}.")
-        for name in ("steps", "rank", "batch_size", "max_length", "eval_size", "max_new_tokens"):
+        for name in ("steps", "rank", "batch_size", "max_length", "eval_size", "max_new_tokens",
+                     "probe_rounds"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.")
 
@@ -179,8 +183,9 @@ def bench(config: BenchConfig | dict[str, Any]) -> list[dict[str, Any]]:
     bar = tqdm(total=cells_total, desc="bench", unit="run", disable=not config.progress)
     records = []
     for method in config.methods:
-        probed = probe(config.model, method, method_fields(method, config), runs / "probes",
-                       total_steps=config.steps) if config.probe else {}
+        batch, seq = config.probe_shape
+        probed = probe(config.model, method, method_fields(method, config), runs / "probes", batch=batch,
+                       seq=seq, rounds=config.probe_rounds, total_steps=config.steps) if config.probe else {}
         for task, source in sources.items():
             where = runs / "cells" / method / task
             first, *others = config.seeds
