@@ -26,6 +26,16 @@ def test_methods_lists_every_registered_method(capsys):
     assert {"paper", "url", "trains", "mergeable"} <= set(rows[0])
 
 
+def test_methods_lists_the_residual_variants_with_their_own_fields(capsys):
+    from rankwise.arch import ARCHS
+
+    assert main(["methods", "--json", "--arch"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert list(rows) == ARCHS.names()
+    assert rows["attnres-block"]["fields"] == {"blocks": 4} and rows["ladder"]["fields"] == {"upper": None}
+    assert all(r["paper"] for r in rows.values())
+
+
 def test_help_of_every_command_exits_cleanly(capsys):
     for command in ("finetune", "eval", "generate", "methods"):
         with pytest.raises(SystemExit) as exit_info:

@@ -44,6 +44,9 @@ def attend(sources: list[torch.Tensor], query: torch.Tensor, key_norm: nn.Module
 
 
 class _AttnResBlock(StreamBlock):
+    paper = "Kimi team, Attention Residuals (2026)"
+    url = "https://arxiv.org/abs/2603.15031"
+
     def __init__(self, *args):
         super().__init__(*args)
         d = self.width

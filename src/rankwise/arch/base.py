@@ -61,6 +61,8 @@ class StreamBlock(Wrapper):
 
     config_class: ClassVar[type[ArchConfig]] = ArchConfig
     name: ClassVar[str]
+    paper: ClassVar[str] = ""
+    url: ClassVar[str] = ""
 
     def __init__(self, base: nn.Module, index: int, depth: int, config: ArchConfig, stream: Stream):
         super().__init__()

@@ -71,6 +71,7 @@ class LadderConfig(ArchConfig):
 @ARCHS.register_class("ladder")
 class Ladder(StreamBlock):
     config_class = LadderConfig
+    paper = "Zhang et al., Ladder-residual: parallelism-aware architecture (ICML 2025)"
 
     @property
     def first(self) -> int:

@@ -69,6 +69,8 @@ class ResidualScaleConfig(ArchConfig):
 @ARCHS.register_class("residual-scale")
 class ResidualScale(StreamBlock):
     config_class = ResidualScaleConfig
+    paper = "Dherin & Munn, On residual network depth (2025)"
+    url = "https://arxiv.org/abs/2510.03470"
 
     def forward(self, hidden_states: torch.Tensor, **kwargs) -> torch.Tensor:
         scale, normalize = branch_scale(self.config.scale, 2 * self.depth), self.config.normalize

@@ -1,7 +1,8 @@
 """`rankwise methods`: every registered adapter method (its paper, what trains, whether it merges, its
 config fields with their defaults), then every compression method (its paper and config fields), then
 every pre-training method: the optimizers and the parameterizations (`rankwise pretrain --method`), then
-every merge method (`rankwise merge --method`)."""
+every merge method (`rankwise merge --method`), then every residual-stream variant (`rankwise pretrain
+--arch`, rankwise.arch.apply)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--compress", action="store_true", help="with --json: list the compression methods")
     parser.add_argument("--pretrain", action="store_true", help="with --json: list the pre-training methods")
     parser.add_argument("--merge", action="store_true", help="with --json: list the merge methods")
+    parser.add_argument("--arch", action="store_true", help="with --json: list the residual-stream variants")
     parser.set_defaults(run=run)
 
 
@@ -64,6 +66,17 @@ def describe_mergers() -> list[dict]:
              "fields": {}} for n, m in ((name, MERGERS.get(name)) for name in MERGERS.names())]
 
 
+def describe_architectures() -> list[dict]:
+    import dataclasses
+
+    from ..arch import ARCHS, ArchConfig
+
+    shared = {f.name for f in dataclasses.fields(ArchConfig)}
+    return [{"name": n, "paper": c.paper, "url": c.url,
+             "fields": {k: v for k, v in _defaults(c.config_class).items() if k not in shared}}
+            for n, c in ((name, ARCHS.get(name)) for name in ARCHS.names())]
+
+
 def _defaults(config_class) -> dict:
     import dataclasses
 
@@ -73,10 +86,10 @@ def _defaults(config_class) -> dict:
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     rows, compressors, pretraining = describe_methods(), describe_compressors(), describe_pretraining()
-    mergers = describe_mergers()
+    mergers, architectures = describe_mergers(), describe_architectures()
     if args.json:
         chosen = compressors if args.compress else pretraining if args.pretrain else mergers if args.merge \
-            else rows
+            else architectures if args.arch else rows
         print(json.dumps(chosen, indent=2))
         return 0
     width = max(len(r["name"]) for r in rows)
@@ -90,7 +103,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         print(textwrap.fill(f"fields: {fields}", 100, initial_indent=indent, subsequent_indent=indent + "  "))
     for title, section in (("compression methods (rankwise compress)", compressors),
                            ("pre-training methods (rankwise pretrain)", pretraining),
-                           ("merge methods (rankwise merge)", mergers)):
+                           ("merge methods (rankwise merge)", mergers),
+                           ("residual-stream variants (rankwise pretrain --arch, rankwise.arch.apply)",
+                            architectures)):
         print(f"\n{title}:")
         width = max(len(r["name"]) for r in section)
         for r in section:
