@@ -104,3 +104,23 @@ def test_generation_matches_without_cache_for_every_variant(ids):
         prompt = ids[:1, :4]
         cached = model.generate(prompt, max_new_tokens=4, do_sample=False)
         assert torch.equal(cached, model.generate(prompt, max_new_tokens=4, do_sample=False, use_cache=False))
+
+
+def test_a_converted_model_folder_recovers_with_a_rankwise_fine_tune(tmp_path):
+    """The paper's convert-then-recover path: `finetune` on the saved ladder model with any adapter."""
+    from rankwise.io import load_adapter
+    from rankwise.train import finetune
+
+    model, tokenizer = load("tiny-llama")
+    folder = save_model(arch.apply(model, "ladder", upper=1), tmp_path / "ladder", tokenizer)
+    result = finetune({"model": str(folder), "method": "lora", "task": "iso-dates", "max_steps": 2,
+                       "per_device_train_batch_size": 2, "eval_size": 2, "max_new_tokens": 4,
+                       "learning_rate": 1e-2, "output_dir": str(tmp_path / "run"), "progress": False})
+    reloaded, _ = load(str(folder))
+    load_adapter(reloaded, result["adapter_path"])
+    assert arch.installed(reloaded) == ["default"]
+    ids = tokenizer("2024-01-05", return_tensors="pt").input_ids
+    with torch.no_grad(), rankwise.disabled(reloaded):
+        converted_only = reloaded(input_ids=ids).logits
+    with torch.no_grad():
+        assert (reloaded(input_ids=ids).logits - converted_only).abs().max() > 0  # the trained LoRA is on
