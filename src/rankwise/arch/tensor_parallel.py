@@ -70,9 +70,9 @@ def check_shardable(config: Any, world_size: int) -> None:
     for what, size in sizes.items():
         if size % world_size:
             fits = [p for p in range(1, heads + 1) if all(s % p == 0 for s in sizes.values())]
-            raise ConfigError(f"tensor parallelism over {world_size} processes splits the {what} evenly, but "
-                              f"the model has {size}; use a world size that divides every such count "
-                              f"({', '.join(map(str, fits))}).")
+            raise ConfigError(f"tensor parallelism over {world_size} processes must split the {what} evenly, "
+                              f"but the model has {size}; use a world size that divides the head counts and "
+                              f"the MLP width ({', '.join(map(str, fits))}).")
 
 
 def block_paths(model: nn.Module) -> list[str]:
@@ -90,15 +90,20 @@ def block_paths(model: nn.Module) -> list[str]:
         if isinstance(block, StreamBlock):
             path, block = f"{path}.base", block.base
         check_pre_norm(path, block)
-        odd = [name for name in COLUMN_SHARDED + ROW_SHARDED
-               if not isinstance(getattr(getattr(block, name.split(".")[0]), name.split(".")[1], None),
-                                 nn.Linear)]
+        odd = [name for name in COLUMN_SHARDED + ROW_SHARDED if not isinstance(_find(block, name), nn.Linear)]
         if odd:
             raise ConfigError(f"{path} is a {type(block).__name__} whose {', '.join(odd)} are not plain "
                               "nn.Linear layers; tensor parallelism shards Llama's q/k/v/o and gate/up/down "
                               "projections, so apply it to the model before adapters or compression.")
         bases.append(path)
     return bases
+
+
+def _find(block: nn.Module, path: str) -> nn.Module | None:
+    try:
+        return block.get_submodule(path)
+    except AttributeError:
+        return None
 
 
 def tensor_parallel_plan(model: nn.Module, world_size: int) -> dict[str, ParallelStyle]:
@@ -122,7 +127,8 @@ def tensor_parallel_plan(model: nn.Module, world_size: int) -> dict[str, Paralle
 
 def parallelize(model: nn.Module, mesh: DeviceMesh) -> nn.Module:
     """Shard every block of `model` (plain, or rewired by rankwise.arch.apply) over the 1-D `mesh`, in
-    place; returns the model. Every process must call it with the same weights: rank 0's are scattered."""
+    place; returns the model. The sharded projections take rank 0's weights (scattered to the others); the
+    rest stays each process's own, so every process must build the same model."""
     if mesh.ndim != 1:
         raise ConfigError(f"tensor parallelism takes a 1-D device mesh, got {mesh.ndim} dimensions; pass "
                           "the tensor-parallel slice (mesh['tp']).")
