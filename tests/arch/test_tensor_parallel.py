@@ -9,7 +9,6 @@ OUT/<variant>-rank<r>.safetensors and what it saw to OUT/<variant>-rank<r>.json.
 import copy
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,7 +23,8 @@ from rankwise.arch.tensor_parallel import block_paths, check_shardable, tensor_p
 from rankwise.errors import ConfigError
 from rankwise.models.scratch import byte_tokenizer, scratch_llama
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..conftest import run_two_processes
+
 VARIANTS = ("standard", "ladder")
 
 
@@ -86,11 +86,7 @@ def test_unrecognised_models_are_refused():
 
 @pytest.mark.slow
 def test_two_processes_compute_the_single_process_logits_and_the_ladder_waits_later(tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "tests.arch.test_tensor_parallel", str(tmp_path)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_two_processes("tests.arch.test_tensor_parallel", tmp_path, timeout=300)
     for variant in VARIANTS:
         with torch.no_grad():
             expected = tiny(variant)(input_ids=token_ids()).logits

@@ -12,7 +12,6 @@ trains each kind and writes every process's ΔW tensors to OUT/<kind>/rank<r>.sa
 """
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,10 +22,10 @@ from safetensors.torch import load_file, save_file
 from rankwise.optim.projectors import PROJECTORS
 from rankwise.train import resolve_resume, train
 
+from ..conftest import run_two_processes
 from ..train.test_train_resume import Crash, crash_at, log_of
 from ..train.train_helpers import adapted_tiny_llama, adapter_tensors, synthetic_features, tiny_config
 
-ROOT = Path(__file__).resolve().parents[2]
 OPTIMIZERS = {"galore": "svd", "dct": "dct", "random": "random"}  # registry name -> projector kind
 FEATURES = synthetic_features(n=16)  # equal lengths and label counts: a mean of means is the big mean
 STEPS, INTERVAL = 6, 2
@@ -113,11 +112,7 @@ def test_resume_between_projection_updates_is_bitwise(tmp_path, monkeypatch, opt
 
 
 def test_two_processes_stay_in_step(tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "tests.optim.test_projected_training", str(tmp_path)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_two_processes("tests.optim.test_projected_training", tmp_path)
     for optimizer in sorted(OPTIMIZERS):
         ranks = [load_file(tmp_path / optimizer / f"rank{r}.safetensors") for r in (0, 1)]
         assert ranks[0].keys() == ranks[1].keys()

@@ -7,7 +7,6 @@ Also runnable as the worker: torchrun --nproc_per_node 2 -m tests.train.test_pre
 """
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from rankwise.io.model_folder import base_state
 from rankwise.train.pretrain import pretrain
 from rankwise.train.trainee import ModelTrainee
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..conftest import run_two_processes
+
 CASES = {"galore": {"rank": 4, "method_config": {"update_interval": 2}},
          "sst": {"rank": 4, "method_config": {"round_length": 2}}}
 FAST = {"max_length": 32, "eval_blocks": 2, "progress": False, "warmup_steps": 1, "warmup_ratio": 0.0,
@@ -44,11 +44,7 @@ def trained_tensors(out: Path, method: str, batch: int) -> dict[str, torch.Tenso
 
 
 def test_two_processes_stay_in_step(tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "tests.train.test_pretrain_parallel", str(tmp_path)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_two_processes("tests.train.test_pretrain_parallel", tmp_path)
     for method in CASES:
         ranks = [load_file(tmp_path / method / f"rank{r}.safetensors") for r in (0, 1)]
         assert ranks[0].keys() == ranks[1].keys()

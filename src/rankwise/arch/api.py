@@ -30,9 +30,9 @@ def apply(model: nn.Module, variant: str, *, name: str = "default", config: Arch
     """
     cls = ARCHS.get(variant)
     config = config if config is not None else cls.config_class.create(variant, **fields)
-    if installed(model):
-        raise ConfigError(f"the model already has the {getattr(model, _RECORD)[installed(model)[0]][0]} "
-                          "architecture; start again from the plain model to apply another.")
+    for existing, *_ in getattr(model, _RECORD, {}).values():
+        raise ConfigError(f"the model already has the {existing} architecture; start again from the plain "
+                          "model to apply another.")
     if wrappers(model):
         raise ConfigError("the model already carries adapters, compressed or reparameterized layers; apply "
                           "the architecture first, then add those.")
