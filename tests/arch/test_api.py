@@ -63,8 +63,11 @@ def test_a_second_variant_or_one_after_adapters_is_refused(deep_llama):
     with pytest.raises(ConfigError, match="already has the ladder architecture"):
         arch.apply(deep_llama, "attnres-full")
     adapted = rankwise.adapt(make_deep_llama(), "lora", rank=2)
-    with pytest.raises(ConfigError, match="apply the architecture first"):
+    with pytest.raises(ConfigError, match="already carries adapter layers; apply the architecture first"):
         arch.apply(adapted, "ladder")
+    reparametrized = rankwise.reparametrize(make_deep_llama(), "lowrank", rank=2)
+    with pytest.raises(ConfigError, match="already carries reparam layers"):
+        arch.apply(reparametrized, "ladder")
 
 
 def test_a_block_that_is_not_pre_norm_is_named():

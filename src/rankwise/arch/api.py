@@ -12,7 +12,7 @@ from torch import nn
 from .._registry import FAMILIES, Family
 from ..errors import AdapterFileError, ConfigError
 from ..io.readers import check_state
-from ..surgery import make_plan, replace_module, wrappers
+from ..surgery import make_plan, replace_module
 from .base import ARCHS, ArchConfig, Stream, StreamBlock, check_pre_norm
 
 _RECORD = "_rankwise_arch"  # {name: (variant, config, {path: config})} on the model
@@ -33,9 +33,11 @@ def apply(model: nn.Module, variant: str, *, name: str = "default", config: Arch
     for existing, *_ in getattr(model, _RECORD, {}).values():
         raise ConfigError(f"the model already has the {existing} architecture; start again from the plain "
                           "model to apply another.")
-    if wrappers(model):
-        raise ConfigError("the model already carries adapters, compressed or reparameterized layers; apply "
-                          "the architecture first, then add those.")
+    others = [family for family in FAMILIES.names()
+              if family != "arch" and FAMILIES.get(family).installed(model)]
+    if others:
+        raise ConfigError(f"the model already carries {' and '.join(others)} layers; apply the architecture "
+                          "first, then add those (their saved plans name the layers inside its blocks).")
     built = _build(model, cls, config, make_plan(model, config))
     _install(model, name, variant, config, built)
     return model
