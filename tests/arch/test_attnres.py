@@ -140,3 +140,11 @@ def test_attnres_adds_two_queries_and_two_norm_gains_per_block(deep_llama):
     arch.apply(deep_llama, "attnres-full")
     added = sum(p.numel() for p in deep_llama.parameters()) - before
     assert added == 4 * 4 * 32  # 4 blocks × (2 queries + 2 gains) × d, i.e. 2d per sublayer
+
+
+@pytest.mark.parametrize(("variant", "fields"), [("attnres-full", {}), ("attnres-block", {"blocks": 2})])
+def test_the_stream_holds_no_tensors_after_a_forward(deep_llama, ids, variant, fields):
+    arch.apply(deep_llama, variant, **fields)
+    deep_llama(input_ids=ids).logits.sum().backward()
+    stream = deep_llama.model.layers[0].stream
+    assert stream.sources == [] and stream.partial is None

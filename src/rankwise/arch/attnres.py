@@ -59,6 +59,14 @@ class _AttnResBlock(StreamBlock):
     def mix(self, sources: list[torch.Tensor], which: str) -> torch.Tensor:
         return attend(sources, getattr(self, f"{which}_query"), getattr(self, f"{which}_key_norm"))
 
+    def exit(self, sources: list[torch.Tensor]) -> torch.Tensor:
+        """The next block's attention input; after the last block, the stream lets go of its tensors (they
+        would otherwise stay alive, with their graph, until the next forward)."""
+        mixed = self.mix(sources, "exit")
+        if self.index == self.depth - 1:
+            self.stream.sources, self.stream.partial = [], None
+        return mixed
+
 
 @ARCHS.register_class("attnres-full")
 class FullAttnRes(_AttnResBlock):
@@ -70,7 +78,7 @@ class FullAttnRes(_AttnResBlock):
             stream.sources = [hidden_states]  # v_0: the embedding
         stream.sources.append(self.attention(hidden_states, kwargs))
         stream.sources.append(self.feed_forward(self.mix(stream.sources, "mlp")))
-        return self.mix(stream.sources, "exit")
+        return self.exit(stream.sources)
 
 
 @dataclass
@@ -110,4 +118,4 @@ class BlockAttnRes(_AttnResBlock):
         stream.partial = attended if stream.partial is None else stream.partial + attended
         mlp_input = self.mix([*stream.sources, stream.partial], "mlp")
         stream.partial = stream.partial + self.feed_forward(mlp_input)
-        return self.mix([*stream.sources, stream.partial], "exit")
+        return self.exit([*stream.sources, stream.partial])
