@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--model", help="smollm2-135m, tiny-llama or a local folder [smollm2-135m]")
     parser.add_argument("--steps", type=int, help="optimizer steps per run [30]")
     parser.add_argument("--lrs", nargs="+", type=float, metavar="LR",
-                        help="learning rates, each × the method's lr_scale [1e-4 3e-4 1e-3 3e-3]")
+                        help="learning rates, each × the method's lr_scale [3e-4 1e-3 3e-3 1e-2]")
     parser.add_argument("--seeds", nargs="+", type=int, metavar="S",
                         help="the first sweeps the rates, the others rerun the best [0 1]")
     parser.add_argument("--eval-size", type=int, metavar="N", help="held-out examples per run [40]")
