@@ -10,10 +10,11 @@ import argparse
 import sys
 
 from ..errors import RankwiseError
-from . import analyze, bench, compress, finetune, generate, merge, methods, pretrain, retrieve
+from . import analyze, anomaly, bench, compress, finetune, generate, merge, methods, pretrain, retrieve
 from . import eval as eval_cmd
 
-COMMANDS = [finetune, pretrain, eval_cmd, generate, methods, analyze, compress, merge, bench, retrieve]
+COMMANDS = [finetune, pretrain, eval_cmd, generate, methods, analyze, compress, merge, bench, retrieve,
+            anomaly]
 
 
 class Parser(argparse.ArgumentParser):
