@@ -81,3 +81,24 @@ def test_an_invalid_choice_keeps_the_parent_and_a_bad_set_size_is_refused():
     assert setwise_topk([3, 1, 2], lambda subset: None, k=3, set_size=3) == [3, 2, 1]
     with pytest.raises(ConfigError, match="set_size must be at least 2"):
         setwise_topk([1, 2], lambda subset: 0, set_size=1)
+
+
+def test_rerank_puts_the_setwise_top_k_first_and_keeps_the_rest_in_order():
+    from rankwise.apps.rerank import rerank
+
+    documents = [f"doc {i}" for i in range(10)]
+    first_stage = [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
+    by_number = lambda query, texts: max(range(len(texts)), key=lambda i: -int(texts[i].split()[1]))  # noqa: E731
+    ordered = rerank(first_stage, documents, "q", by_number, candidates=6, k=2, set_size=3)
+    assert ordered == [4, 5, 9, 8, 7, 6, 3, 2, 1, 0]  # the two lowest numbers of the top 6 first
+    with pytest.raises(ConfigError, match="candidates and k must be at least 1"):
+        rerank(first_stage, documents, "q", by_number, candidates=0)
+
+
+def test_generated_choice_reads_the_label_a_model_writes():
+    from rankwise.apps.rerank import generated_choice
+    from rankwise.models import load
+
+    model, tokenizer = load("tiny-llama")
+    choice = generated_choice(model, tokenizer, "read a file", ["a", "b", "c"], max_new_tokens=4)
+    assert choice is None or 0 <= choice < 3  # a random model rarely writes the format: None keeps order

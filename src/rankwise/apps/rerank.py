@@ -113,3 +113,36 @@ def setwise_topk(documents: Sequence, choose: Callable[[Sequence], int | None], 
         heap[0] = heap[size - 1]
         sift_down(0, size - 1)
     return ranked
+
+
+def _chat_text(tokenizer, messages: list[dict]) -> str:
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return "\n\n".join(m["content"] for m in messages) + "\n"  # a base model: plain text
+
+
+def generated_choice(model, tokenizer, query: str, documents: Sequence[str], *, max_new_tokens: int = 96,
+                     max_document_chars: int = 300) -> int | None:
+    """Rank-R1's "generation" scoring: the model reasons and names a label; the 0-based document it
+    names, or None for a malformed answer (the heapsort then keeps the parent)."""
+    import torch
+
+    text = _chat_text(tokenizer, setwise_messages(query, documents, max_document_chars))
+    inputs = tokenizer(text, return_tensors="pt").to(next(model.parameters()).device)
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    completion = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    return chosen_index(completion, len(documents))
+
+
+def rerank(first_stage: Sequence[int], documents: Sequence[str], query: str, choose_among, *,
+           candidates: int = 20, k: int = 10, set_size: int = 4) -> list[int]:
+    """The first stage's order with its top `candidates` reordered so the setwise top k come first;
+    `choose_among(query, texts)` picks the best of a set (e.g. generated_choice with a model bound)."""
+    if candidates < 1 or k < 1:
+        raise ConfigError(f"candidates and k must be at least 1, got {candidates} and {k}.")
+    top = list(first_stage[:candidates])
+    best = setwise_topk(top, lambda subset: choose_among(query, [documents[i] for i in subset]), k=k,
+                        set_size=set_size)
+    return best + [d for d in top if d not in best] + list(first_stage[candidates:])

@@ -10,11 +10,23 @@ import argparse
 import sys
 
 from ..errors import RankwiseError
-from . import analyze, anomaly, bench, compress, finetune, generate, merge, methods, pretrain, retrieve
+from . import (
+    analyze,
+    anomaly,
+    bench,
+    compress,
+    finetune,
+    generate,
+    merge,
+    methods,
+    pretrain,
+    rerank,
+    retrieve,
+)
 from . import eval as eval_cmd
 
 COMMANDS = [finetune, pretrain, eval_cmd, generate, methods, analyze, compress, merge, bench, retrieve,
-            anomaly]
+            rerank, anomaly]
 
 
 class Parser(argparse.ArgumentParser):
