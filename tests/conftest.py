@@ -16,10 +16,10 @@ from rankwise.models import embedded, gguf
 TINY_VOCAB = 64
 
 
-def make_tiny_llama(seed: int = 0) -> LlamaForCausalLM:
+def make_tiny_llama(seed: int = 0, layers: int = 2) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
     )
     return LlamaForCausalLM(config).eval()

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
+
+from ..conftest import make_tiny_llama
 
 
 def make_deep_llama(seed: int = 0, layers: int = 4) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    return LlamaForCausalLM(config).eval()
+    return make_tiny_llama(seed, layers)
 
 
 @pytest.fixture
@@ -20,8 +19,8 @@ def deep_llama() -> LlamaForCausalLM:
 
 
 @pytest.fixture
-def ids() -> torch.Tensor:
-    return torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(1))
+def ids(tiny_ids) -> torch.Tensor:
+    return tiny_ids
 
 
 def randomize_own(model: torch.nn.Module, seed: int = 3) -> None:

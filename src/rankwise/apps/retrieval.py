@@ -77,21 +77,25 @@ def bm25_scores(queries: list[str], documents: list[str]) -> torch.Tensor:
     return out
 
 
+def mean_pooled(model: nn.Module, tokenizer, texts: list[str], max_length: int = 128) -> torch.Tensor:
+    """One batch's L2-normalised mean of the last hidden states over real tokens (gradients flow)."""
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    return F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1)
+
+
 @torch.no_grad()
 def embed_texts(model: nn.Module, tokenizer, texts: list[str], batch_size: int = 32,
                 max_length: int = 128) -> torch.Tensor:
-    """L2-normalised mean-pooled sentence embeddings (n, d) of `texts` from an encoder such as MiniLM."""
+    """mean_pooled sentence embeddings (n, d) of `texts`, in eval mode and batches."""
     _check_texts(texts, "texts")
     was_training = model.training
     model.eval()
     rows = []
     try:
         for start in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
-                              max_length=max_length, return_tensors="pt")
-            hidden = model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            rows.append(F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1))
+            rows.append(mean_pooled(model, tokenizer, texts[start:start + batch_size], max_length))
     finally:
         model.train(was_training)
     return torch.cat(rows)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .retrieval import adapted_scores, bm25_scores, embed_texts, retrieval_metrics, train_adr
+from .retrieval import adapted_scores, bm25_scores, embed_texts, mean_pooled, retrieval_metrics, train_adr
 
 METHODS = ("bm25", "dense", "adr", "adr-both", "lora")
 
@@ -33,10 +33,7 @@ def train_lora_encoder(model: nn.Module, tokenizer, pairs: list[dict], steps: in
     generator = torch.Generator().manual_seed(seed)
 
     def encode(texts: list[str]) -> torch.Tensor:
-        tokens = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        hidden = model(**tokens).last_hidden_state
-        mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        return F.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+        return mean_pooled(model, tokenizer, texts, max_length)
 
     model.train()
     for _ in range(steps):
