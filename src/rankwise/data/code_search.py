@@ -80,7 +80,8 @@ def stdlib_code_pairs(root: str | Path | None = None, *, min_words: int = 4,
     sorted by id. Each pair: {"id": "module:Class.method", "module", "query", "document"}."""
     root = Path(root if root is not None else sysconfig.get_paths()["stdlib"])
     if not root.is_dir():
-        raise DataError(f"{root} is not a folder of Python sources; give the standard library's folder.")
+        raise DataError(f"{root} is not a folder of Python sources; give one (or none, for the standard "
+                        "library).")
     pairs = []
     for path in sorted(root.rglob("*.py")):
         parts = path.relative_to(root).with_suffix("").parts
@@ -90,7 +91,8 @@ def stdlib_code_pairs(root: str | Path | None = None, *, min_words: int = 4,
         if names and all(re.fullmatch(r"[A-Za-z]\w*", name) for name in names):  # importable, not private
             pairs += _pairs_of_file(path, ".".join(names), min_words, min_lines)
     if not pairs:
-        raise DataError(f"{root} holds no documented functions; give the standard library's folder.")
+        raise DataError(f"{root} holds no documented functions (public, with a docstring); give a folder of "
+                        "documented Python sources (or none, for the standard library).")
     counts: dict[str, int] = {}
     for pair in pairs:
         counts[pair["query"]] = counts.get(pair["query"], 0) + 1
