@@ -23,7 +23,26 @@ def test_rerank_runs_and_reports_both_rankings(tmp_path, capsys):
     assert 0 <= results["first_stage"]["ndcg@10"] <= 1 and 0 <= results["reranked"]["ndcg@10"] <= 1
 
 
+def test_rerank_trains_with_grpo_and_reports_each_stage(tmp_path, capsys):
+    (tmp_path / "src").mkdir()
+    root = write_tree(tmp_path / "src")
+    out = tmp_path / "out"
+    small = ["rerank", "--model", "tiny-llama", "--root", str(root), "--set-size", "2", "--max-new-tokens", "4"]
+    code = main([*small, "--queries", "2", "--candidates", "3", "--k", "2", "--train", "4", "--cold-start", "1",
+                 "--grpo-steps", "1", "--generations", "2", "--completion-tokens", "4", "--out", str(out)])
+    assert code == 0
+    assert "GRPO mean reward: first 1 steps" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert {"first_stage", "reranked", "after_cold_start", "after_grpo"} <= results.keys()
+    assert [r["step"] for r in results["reward_curve"]] == [1]
+    assert (out / "adapter" / "adapter.safetensors").is_file() and (out / "reward.png").is_file()
+    assert main([*small, "--queries", "1", "--candidates", "2", "--k", "1", "--adapter", str(out / "adapter")]) == 0
+
+
 @pytest.mark.parametrize(("argv", "words"), [
+    (["--train", "3"], "give --out DIR"),
+    (["--train", "3", "--out", "x", "--adapter", "y"], "drop --adapter"),
+    (["--generations", "1"], "--generations at least 2"),
     (["--set-size", "30"], "more than the 20 documents one prompt holds"),
     (["--set-size", "1"], "--set-size at least 2"),
     (["--model", "minilm-l6"], "is an encoder"),

@@ -115,7 +115,7 @@ def setwise_topk(documents: Sequence, choose: Callable[[Sequence], int | None], 
     return ranked
 
 
-def _chat_text(tokenizer, messages: list[dict]) -> str:
+def chat_text(tokenizer, messages: list[dict]) -> str:
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return "\n\n".join(m["content"] for m in messages) + "\n"  # a base model: plain text
@@ -127,7 +127,7 @@ def generated_choice(model, tokenizer, query: str, documents: Sequence[str], *, 
     names, or None for a malformed answer (the heapsort then keeps the parent)."""
     import torch
 
-    text = _chat_text(tokenizer, setwise_messages(query, documents, max_document_chars))
+    text = chat_text(tokenizer, setwise_messages(query, documents, max_document_chars))
     inputs = tokenizer(text, return_tensors="pt").to(next(model.parameters()).device)
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,

@@ -20,22 +20,24 @@ def smooth(values: list[float], weight: float = 0.9) -> list[float]:
 
 
 def plot_loss(records: list[dict], path: str | Path, title: str = "training loss",
-              metric: str = "exact_match") -> Path:
-    """Loss per step (raw and smoothed), learning rate on a second axis, `metric`'s eval points if logged."""
+              metric: str = "exact_match", value: str = "loss") -> Path:
+    """`value` per step (raw and smoothed; the loss by default, or e.g. a reward), the learning rate on a
+    second axis when logged, `metric`'s eval points if logged."""
     path = Path(path)
     steps = [r["step"] for r in records]
-    losses = [r["loss"] for r in records]
+    values = [r[value] for r in records]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    ax.plot(steps, losses, color="tab:blue", alpha=0.35, linewidth=1, label="loss")
-    if len(losses) > 10:
-        ax.plot(steps, smooth(losses), color="tab:blue", linewidth=2, label="loss (smoothed)")
+    ax.plot(steps, values, color="tab:blue", alpha=0.35, linewidth=1, label=value)
+    if len(values) > 10:
+        ax.plot(steps, smooth(values), color="tab:blue", linewidth=2, label=f"{value} (smoothed)")
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(value)
     ax.grid(alpha=0.3)
-    lr_ax = ax.twinx()
-    lr_ax.plot(steps, [r["lr"] for r in records], color="tab:gray", linestyle="--", linewidth=1,
-               label="learning rate")
-    lr_ax.set_ylabel("learning rate")
+    if all("lr" in r for r in records):
+        lr_ax = ax.twinx()
+        lr_ax.plot(steps, [r["lr"] for r in records], color="tab:gray", linestyle="--", linewidth=1,
+                   label="learning rate")
+        lr_ax.set_ylabel("learning rate")
     evals = [r for r in records if metric in r]
     if evals:
         label = metric.replace("_", " ")
