@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import json
 import math
 import types
@@ -77,6 +78,12 @@ class TrainConfig:
     eval_batch_size: int = _opt(16, "prompts per generation batch during evaluation")
     eval_base: bool = _opt(True, "score the base model before training (false: skip it, e.g. in sweeps)")
     progress: bool = _opt(True, "show progress bars")
+    precision: str = _opt("fp32", "fp32, bf16 (autocast, CPU or GPU) or fp16 (autocast, GPU only); the "
+                          "trained tensors stay fp32")
+    gradient_checkpointing: bool = _opt(False, "recompute each block's activations in the backward pass "
+                                               "(less memory, about a third more time)")
+    report_to: str | list[str] | None = _opt(None, "trackers through accelerate: tensorboard, wandb, mlflow, "
+                                                   "trackio (each must be installed); the JSONL log stays")
 
     def __post_init__(self) -> None:
         if self.method_config is None:
@@ -210,6 +217,10 @@ def _as_list(value: str | list[str] | None) -> list[str]:
     return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
+PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # ours → accelerate's mixed_precision
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio"}
+
+
 def check_loop_settings(c) -> None:
     """The training loop's own settings, shared by TrainConfig and PretrainConfig (same names)."""
     def require(ok: bool, message: str) -> None:
@@ -229,6 +240,28 @@ def check_loop_settings(c) -> None:
     require(not (c.warmup_steps and c.warmup_ratio), "set warmup_steps or warmup_ratio, not both.")
     require(c.save_total_limit is None or c.save_total_limit >= 1,
             "save_total_limit must be 1 or more, or null.")
+    require(c.precision in PRECISIONS,
+            f"precision must be one of {', '.join(PRECISIONS)}, got {c.precision!r}.")
+    require(c.precision != "fp16" or _has_gpu(),
+            "precision=fp16 needs a GPU (CPU autocast runs in bf16); use precision=bf16 on CPU.")
+    for tracker in trackers(c):
+        require(tracker in TRACKERS,
+                f"report_to {tracker!r} is not a tracker; use one of {', '.join(TRACKERS)}.")
+        package = TRACKERS[tracker]
+        require(importlib.util.find_spec(package) is not None,
+                f"report_to={tracker} needs the {package} package; pip install {package}, or drop it "
+                "(log.jsonl is always written).")
+
+
+def _has_gpu() -> bool:
+    import torch  # here, not at the top: checking a config stays torch-free otherwise
+
+    return torch.cuda.is_available()
+
+
+def trackers(c) -> list[str]:
+    """The config's report_to as a list (a single name or a list of names)."""
+    return _as_list(c.report_to)
 
 
 def _check_values(c: TrainConfig) -> None:

@@ -38,7 +38,7 @@ from .checkpoint import (
     rotate_checkpoints,
     write_checkpoint,
 )
-from .config import TrainConfig
+from .config import PRECISIONS, TrainConfig, trackers
 from .schedule import warmup_steps_for
 from .trainee import AdapterTrainee, checkpoint_weights
 
@@ -52,9 +52,15 @@ RESUMABLE_CHANGES = {"max_steps", "output_dir", "eval_every", "save_every", "sav
 
 def make_accelerator(config: TrainConfig):
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
-    return Accelerator(cpu=not torch.cuda.is_available(),
-                       gradient_accumulation_steps=config.gradient_accumulation_steps)
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != PRECISIONS[config.precision]:
+        # accelerate fixes one precision per process at its first Accelerator; a later run in the same
+        # process (a sweep, a notebook) may ask for another. The process group (PartialState) is kept.
+        AcceleratorState._reset_state()
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=PRECISIONS[config.precision],
+                       gradient_accumulation_steps=config.gradient_accumulation_steps,
+                       log_with=trackers(config) or None, project_dir=config.output_dir)
 
 
 def start_run(config, check_outputs: Callable[[Path], None]) -> tuple[Any, Callable, Path, Path | None]:
@@ -157,8 +163,12 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
         restore_rng(rank, saved["rng_tensors"], saved["rng"][rank])
     else:
         torch.manual_seed(config.seed + 1000 * rank)  # dropout differs across processes, as in DDP
-    wrapped, optimizer = accelerator.prepare(model, optimizer)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    wrapped, optimizer = accelerator.prepare(model, optimizer)  # and, for bf16/fp16, autocast around forward
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    if trackers(config):
+        accelerator.init_trackers(Path(config.output_dir).name or "rankwise", config=_tracker_config(config))
 
     log_path = Path(config.output_dir) / "log.jsonl"
     log = _restart_log(log_path, step) if accelerator.is_main_process else []
@@ -202,6 +212,8 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
             log.append(record)
             with open(log_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
+        if trackers(config):
+            accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
         if config.save_every and step % config.save_every == 0:
             _check_finite(trainable, step, config)  # the tensors only when they are about to be saved
             rng = gather_object([capture_rng(rank)])  # every process's generators, in rank order
@@ -212,12 +224,31 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
                 rotate_checkpoints(config.output_dir, config.save_total_limit)
             accelerator.wait_for_everyone()
     bar.close()
+    if trackers(config):
+        accelerator.end_training()
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_disable()
     _check_finite(trainable, step, config)
     if finalize:
         hooks.finalize(model)
     wrapped.eval()
     unwrapped = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper holds the real one
     return {"step": step, "loss": loss_value, "log": log, "optimizer": unwrapped}
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Hugging Face's per-block checkpointing, non-reentrant: it needs no input that requires grad, so a
+    frozen base with an adapter works, and dropout's random state is replayed in the recomputation."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"{type(model).__name__} does not support gradient checkpointing; set "
+                          "gradient_checkpointing=false.")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def _tracker_config(config) -> dict:
+    """The config as the trackers take hyperparameters: numbers, strings and booleans (others as JSON)."""
+    return {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
+            for k, v in config.to_dict().items()}
 
 
 def _diverged(step: int, what: str, config: TrainConfig):

@@ -60,6 +60,12 @@ class PretrainConfig:
     save_total_limit: int | None = _opt(2, "keep at most this many checkpoints (null: all)")
     resume: str | None = _opt(None, "\"latest\" or a checkpoint folder to continue from")
     progress: bool = _opt(True, "show progress bars")
+    precision: str = _opt("fp32", "fp32, bf16 (autocast, CPU or GPU) or fp16 (autocast, GPU only); the "
+                          "trained tensors stay fp32")
+    gradient_checkpointing: bool = _opt(False, "recompute each block's activations in the backward pass "
+                                               "(less memory, about a third more time)")
+    report_to: str | list[str] | None = _opt(None, "trackers through accelerate: tensorboard, wandb, mlflow, "
+                                                   "trackio (each must be installed); the JSONL log stays")
 
     def __post_init__(self) -> None:
         for name in ("method_config", "optimizer_config", "arch_config"):
