@@ -66,6 +66,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from pathlib import Path
 
     import torch
+    from tqdm.auto import tqdm
 
     from ..apps.rerank import generated_choice, rerank
     from ..apps.retrieval import bm25_scores, ndcg_at, recall_at
@@ -91,8 +92,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         def choose_among(query, texts):
             return generated_choice(model, tokenizer, query, texts, max_new_tokens=args.max_new_tokens)
 
+        pairs = tqdm(list(zip(queries, first_stage, strict=True)), desc="rerank", unit="query")
         orders = [rerank(order, documents, query, choose_among, candidates=args.candidates, k=args.k,
-                         set_size=args.set_size) for query, order in zip(queries, first_stage, strict=True)]
+                         set_size=args.set_size) for query, order in pairs]
         ranks = torch.tensor([order.index(i) for i, order in enumerate(orders)])
         return {"ndcg@10": ndcg_at(ranks, 10), "recall@1": recall_at(ranks, 1)}
 
