@@ -10,7 +10,8 @@ input image), behind a zero-initialised gate. Update rule:
 g is one scalar per layer, zero at init, so the frozen model is unchanged until g moves (A and B start
 random, as the gradient reaching g is then s·⟨B A [x; c], ∂L/∂y⟩ ≠ 0). Cues are runtime inputs, set per
 batch with `set_cues(model, cues)` ((batch, tokens, cue_features)); without cues the cue columns see
-zeros and PGA is a gated LoRA.
+zeros and PGA is a gated LoRA. Cues stay set until the next `set_cues` (as a buffer of state, not
+an input): call it before every batch, or a batch of the same shape silently reuses the last cues.
 Trains: A, B and g. Not mergeable: the cue term changes with every input.
 Where the paper is unclear (its body could not be read): the exact form is the notes' reading
 ΔQ = g·B A [h; E(c)]; we take E as the identity on the given cue features (any learned cue embedding
