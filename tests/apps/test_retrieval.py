@@ -72,6 +72,24 @@ def test_adr_learns_a_hidden_mapping_between_queries_and_documents():
     assert before < 0.3 and after > before + 0.3
 
 
+def test_adr_keeps_the_epoch_with_the_best_dev_recall():
+    """Training pairs are rotated, dev pairs are not: training helps the train split and hurts dev, so
+    the kept adapters are the best point of the dev history (here the identity, epoch 0)."""
+    generator = torch.Generator().manual_seed(0)
+    documents = F.normalize(torch.randn(64, 16, generator=generator), dim=-1)
+    rotation = torch.linalg.qr(torch.randn(16, 16, generator=generator))[0]
+    queries = F.normalize(documents @ rotation, dim=-1)
+    dev_documents = F.normalize(torch.randn(256, 16, generator=generator), dim=-1)
+    dev = (dev_documents + 0.2 * torch.randn(256, 16, generator=generator), dev_documents, torch.arange(256))
+    history: list[float] = []
+    query_adapter, _ = train_adr(queries, documents, torch.arange(64), slots=32, epochs=20, batch_size=16,
+                                 dev=dev, history=history)
+    assert len(history) == 21 and history[0] == max(history) > min(history)
+    with torch.no_grad():
+        kept = retrieval_metrics(adapted_scores(dev[0], dev[1], query_adapter), dev[2])["recall@10"]
+    assert kept == max(history)
+
+
 def test_mean_pooled_embeddings_ignore_padding(tiny_bert_and_tokenizer):
     model, tokenizer = tiny_bert_and_tokenizer
     alone = embed_texts(model, tokenizer, ["a short text"])

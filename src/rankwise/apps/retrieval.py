@@ -22,6 +22,7 @@ all-MiniLM-L6-v2 is used). Metrics for one gold document per query: recall@k and
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -123,20 +124,37 @@ def adapted_scores(queries: torch.Tensor, documents: torch.Tensor, query_adapter
 
 def train_adr(queries: torch.Tensor, documents: torch.Tensor, gold: torch.Tensor, *, slots: int = 16,
               both_sides: bool = False, epochs: int = 20, batch_size: int = 64, lr: float = 1e-2,
-              temperature: float = 0.05, seed: int = 0) -> tuple[EmbeddingAdapter, EmbeddingAdapter | None]:
+              temperature: float = 0.05, seed: int = 0, dev: tuple | None = None,
+              history: list | None = None) -> tuple[EmbeddingAdapter, EmbeddingAdapter | None]:
     """Fit ADR on training pairs: query i's gold document is documents[gold[i]]; every other document
-    is a negative. Returns (query adapter, document adapter or None)."""
+    is a negative. Returns (query adapter, document adapter or None).
+
+    With `dev` = (queries, documents, gold) embeddings of held-out pairs, the adapters of the epoch with
+    the best dev recall@10 are kept, epoch 0 (the identity, i.e. the frozen encoder) included; each
+    epoch's dev recall@10 is appended to `history`."""
     dim = queries.shape[1]
     query_adapter = EmbeddingAdapter(dim, slots, seed)
     document_adapter = EmbeddingAdapter(dim, slots, seed + 1) if both_sides else None
-    params = list(query_adapter.parameters()) + (list(document_adapter.parameters()) if both_sides else [])
-    optimizer = torch.optim.Adam(params, lr=lr)
+    adapters = nn.ModuleList([query_adapter] + ([document_adapter] if both_sides else []))
+    optimizer = torch.optim.Adam(adapters.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        for batch in torch.randperm(len(queries), generator=generator).split(batch_size):
-            scores = adapted_scores(queries[batch], documents, query_adapter, document_adapter)
-            loss = F.cross_entropy(scores / temperature, gold[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    best, best_state = -1.0, None
+    for epoch in range(epochs + 1):
+        if epoch:
+            for batch in torch.randperm(len(queries), generator=generator).split(batch_size):
+                scores = adapted_scores(queries[batch], documents, query_adapter, document_adapter)
+                loss = F.cross_entropy(scores / temperature, gold[batch])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        if dev is not None:
+            with torch.no_grad():
+                recall = retrieval_metrics(adapted_scores(dev[0], dev[1], query_adapter, document_adapter),
+                                           dev[2])["recall@10"]
+            if history is not None:
+                history.append(recall)
+            if recall > best:
+                best, best_state = recall, copy.deepcopy(adapters.state_dict())
+    if best_state is not None:
+        adapters.load_state_dict(best_state)
     return query_adapter.eval(), None if document_adapter is None else document_adapter.eval()

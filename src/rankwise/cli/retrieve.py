@@ -27,6 +27,8 @@ def add_parser(sub) -> None:
                         help="training pairs for ADR and LoRA (0: all) [1000]")
     parser.add_argument("--lora-steps", type=int, default=150, metavar="N", help="LoRA training steps [150]")
     parser.add_argument("--out", metavar="DIR", help="write results.json there")
+    parser.add_argument("--select-on-dev", action="store_true",
+                        help="ADR and LoRA keep their best epoch / step by dev-split recall@10")
     parser.set_defaults(run=run)
 
 
@@ -40,12 +42,16 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
 
     if args.train_pairs < 0 or args.lora_steps < 0:
         raise ConfigError("--train-pairs and --lora-steps must be 0 or more.")
+    if args.select_on_dev and args.split == "dev":
+        raise ConfigError("--select-on-dev chooses on the dev split, so it cannot also score it; use "
+                          "--split test.")
     splits = code_search_splits(args.root)
     train, held_out = splits["train"][: args.train_pairs or None], splits[args.split]
     if not held_out:
         raise ConfigError(f"the {args.split} split of {args.root or 'the standard library'} is empty; its "
                           "packages all hashed into train. Give a larger source tree.")
-    results = compare_retrieval(train, held_out, tuple(args.methods), lora_steps=args.lora_steps)
+    dev = splits["dev"] if args.select_on_dev else None
+    results = compare_retrieval(train, held_out, tuple(args.methods), lora_steps=args.lora_steps, dev=dev)
     print(f"{len(held_out)} {args.split} queries against {len(held_out)} documents; {len(train)} training "
           f"pairs")
     print(f"{'method':<10} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'nDCG@10':>8} {'trained':>9}")
