@@ -1,5 +1,5 @@
-"""The compact stand-ins: they reproduce their compressed weight, store it compactly, and adapters
-treat them as linear layers (LoRA on a quantized or pruned base) without being able to merge into them."""
+"""The compact stand-ins: they reproduce their compressed weight, store it compactly, adapters treat them
+as linear layers (LoRA on a quantized or pruned base), and the quantized kind re-stores a merged weight."""
 
 import pytest
 import torch
@@ -51,7 +51,7 @@ def test_size_report_counts_real_bytes(layer):
     assert after["bytes"] == 24 * 64 // 2 + 24 * 2 * (2 + 1) + 24 * 4
 
 
-def test_lora_trains_on_a_quantized_base_but_does_not_merge_into_it(layer):
+def test_lora_trains_on_a_quantized_base_but_cannot_merge_into_a_pruned_one(layer):
     model = nn.Sequential(layer)
     rankwise.compress(model, "rtn", bits=4, group_size=32)
     rankwise.adapt(model, "lora", rank=2)
@@ -67,5 +67,30 @@ def test_lora_trains_on_a_quantized_base_but_does_not_merge_into_it(layer):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
-    with pytest.raises(NotMergeable, match="compressed QuantizedLinear"):
-        rankwise.merge(model)
+    pruned = nn.Sequential(PrunedLinear(layer, 3).prune(layer.weight, magnitude_mask(layer.weight, 0.998)))
+    rankwise.adapt(pruned, "lora", rank=2)
+    with pytest.raises(NotMergeable, match="compressed PrunedLinear: its compact form cannot re-store"):
+        rankwise.merge(pruned)
+
+
+def test_store_requantizes_a_dense_weight(layer):
+    module = QuantizedLinear(layer, bits=4, group_size=16).quantize(layer.weight)
+    target = layer.weight.detach() + 0.1 * torch.randn_like(layer.weight)
+    module.store(target)
+    codes, scales, zeros = rtn_quantize(target, 4, 16)
+    torch.testing.assert_close(module.weight, rtn_dequantize(codes, scales.half().float(), zeros))
+
+
+@pytest.mark.parametrize("kind", ["quantized", "pruned", "binary"])
+def test_backward_rebuilds_the_weight_and_gives_autograds_gradients(layer, kind):
+    keep = magnitude_mask(layer.weight, 0.5)
+    module = {"quantized": lambda: QuantizedLinear(layer, 4, 32).quantize(layer.weight),
+              "pruned": lambda: PrunedLinear(layer, int(keep.sum())).prune(layer.weight, keep),
+              "binary": lambda: BinaryLinear(layer).binarize(layer.weight)}[kind]()
+    x = torch.randn(3, 5, 64, requires_grad=True)
+    upstream = torch.randn(3, 5, 24)
+    (module(x) * upstream).sum().backward()
+    ours = (x.grad.clone(), module.bias.grad.clone())
+    x.grad, module.bias.grad = None, None
+    (torch.nn.functional.linear(x, module.weight, module.bias) * upstream).sum().backward()
+    torch.testing.assert_close(ours, (x.grad, module.bias.grad))

@@ -102,7 +102,7 @@ def test_peft_round_trip_through_rankwise_format(tmp_path, tiny_ids):
 
 
 @pytest.mark.parametrize("field, value", [
-    ("peft_type", "LOHA"), ("fan_in_fan_out", True), ("bias", "all"), ("rank_pattern", ["q_proj"]),
+    ("peft_type", "LOHA"), ("bias", "all"), ("rank_pattern", ["q_proj"]),
     ("alpha_pattern", {"q_proj[": 2}), ("modules_to_save", ["lm_head"]), ("init_lora_weights", "pissa"),
     ("lora_bias", True), ("use_rslora", True),  # use_rslora on top of use_dora
 ])

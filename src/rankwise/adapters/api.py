@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .._registry import FAMILIES, Family
-from ..errors import AdapterFileError, ConfigError, TargetError
+from ..errors import AdapterFileError, ConfigError, NotMergeable, TargetError
 from ..io.readers import check_state
 from ..surgery import get_module, is_linear, make_plan, replace_module, target_paths
 from .base import ADAPTERS, Adapter, AdapterConfig
@@ -132,7 +132,7 @@ def _build(model: nn.Module, cls: type[Adapter], config: AdapterConfig,
             raise ConfigError(f"{path}: {cls.name} needs a {cls.config_class.__name__}, "
                               f"got {type(layer_config).__name__}.")
         if not cls.can_wrap(base):
-            raise TargetError(f"{path} is a {type(base).__name__}; {cls.name} adapts {cls.wraps_what} only.")
+            raise TargetError(f"{path} is a {type(base).__name__}; {cls.name} adapts {cls.adapts()} only.")
         try:
             adapter = cls(base, layer_config)
         except ConfigError as err:
@@ -234,10 +234,26 @@ def active_adapters(model: nn.Module) -> list[str]:
     return list(names)
 
 
+def check_untied(model: nn.Module, paths: list[str]) -> None:
+    """Refuse to merge into a weight another module shares (embeddings tied to the output head): merging
+    would change both, where the unmerged adapter changes one, so it could not be exact."""
+    holders: dict[int, list[str]] = {}
+    for path, module in model.named_modules():
+        for param in module.parameters(recurse=False):
+            holders.setdefault(id(param), []).append(path)
+    for path in paths:
+        weight = getattr(get_module(model, path).base, "weight", None)
+        others = [holder for holder in holders.get(id(weight), []) if holder != f"{path}.base"]
+        if others:
+            raise NotMergeable(f"{path}'s weight is tied to {others[0]}'s, so merging would change both; "
+                               "keep the adapter unmerged, or untie the weights first.")
+
+
 def merge(model: nn.Module) -> nn.Module:
     """Fold every active adapter into its base weight (undo with unmerge)."""
     if not active_adapters(model):
         raise ConfigError("the model has no active adapter to merge; adapt or load_adapter first.")
+    check_untied(model, [path for path, layer in adapted_layers(model).items() if layer.active])
     for layer in adapted_layers(model).values():
         layer.merge(layer.active)
     return model
@@ -261,6 +277,9 @@ def unload(model: nn.Module, names: str | list[str] | None = None, *, merge: boo
     unknown = [n for n in names if n not in adapter_names(model)]
     if unknown:
         raise ConfigError(f"unknown adapter(s) {unknown}; this model has {adapter_names(model) or 'none'}.")
+    if merge:
+        check_untied(model, [path for path, layer in adapted_layers(model).items()
+                             if any(n in names for n in layer.active)])
     for path, layer in adapted_layers(model).items():
         chosen = [n for n in layer.adapters if n in names]
         folded = [n for n in layer.active if n in names]

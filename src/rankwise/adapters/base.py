@@ -15,7 +15,8 @@ Per layer, an Adapter implements
                                     activations (never a dense W + ΔW while training); `layer` has the
                                     .weight and .bias the adapter sits on (with earlier stacked adapters
                                     folded in, for methods that read the weight)
-    delta_weight()               -> ΔW (out, in), so merging is exact and explicit
+    delta_weight()               -> ΔW in the wrapped weight's own layout ((out, in) for nn.Linear), so
+                                    merging is exact and explicit
 and may override
     merged_weight(weight)        for methods that transform W rather than add to it (DoRA); the update
                                  of a stacked adapter is merged_weight(W) - W with W the weight below it
@@ -44,7 +45,8 @@ from torch import nn
 
 from .._registry import Registry
 from ..errors import ConfigError, NotMergeable
-from ..surgery import PlanConfig, is_linear
+from ..surgery import PlanConfig, is_linear, layer_kind
+from .layer_kinds import KIND_WORDS
 
 
 @dataclass
@@ -225,10 +227,21 @@ class Adapter(nn.Module):
     # Config changes that make every hook fire within a few steps (the contract suite's resume test).
     fast_hooks: ClassVar[dict[str, Any]] = {}
 
+    # Layer kinds besides nn.Linear (rankwise.adapters.layer_kinds) this class adapts when targeted. Read
+    # from the class's own body, never inherited: a subclass that changes the math (PiSSA's SVD, SoRA's
+    # gate) stays on nn.Linear until it declares the kinds it was checked on.
+    other_kinds: ClassVar[tuple[str, ...]] = ()
+
     @classmethod
     def can_wrap(cls, module: nn.Module) -> bool:
         """Which modules the method adapts; block-level methods (AdapterTune, LoRRA) override this."""
-        return is_linear(module)
+        return is_linear(module) or layer_kind(module) in vars(cls).get("other_kinds", ())
+
+    @classmethod
+    def adapts(cls) -> str:
+        """What the method adapts, in words, for messages: wraps_what and its other layer kinds."""
+        kinds = [KIND_WORDS[kind] for kind in vars(cls).get("other_kinds", ())]
+        return cls.wraps_what + "".join(f", {words}" for words in kinds)
 
     @classmethod
     def features(cls, base: nn.Module) -> tuple[int, int]:

@@ -22,6 +22,9 @@ How the forward computes it (same values as PEFT's within float rounding, much l
 - y = g ⊙ (base_out - b) + b + h (s g ⊙ B)ᵀ,  h = A dropout(x), with g folded into B's rows (out, r):
   the (tokens, out) output costs one scale and one in-place matmul-add instead of a chain of passes.
   With a half-precision base the sum is formed in float32 and rounded once, as PEFT does.
+On nn.Embedding, nn.Conv1d/2d/3d and transformers' Conv1D (rankwise.adapters.layer_kinds), W is the matrix
+the layer applies, so ‖·‖_c is per embedding dimension (over the vocabulary) or per output channel (over
+its kernel), as PEFT's; embeddings and convs apply g on their channel axis to base_out and the update.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import torch
 from torch import nn
 
 from .base import register
+from .layer_kinds import MATMUL_KINDS, OTHER_KINDS, as_matrix, from_matrix, per_channel
 from .lora import Lora, LoraConfig
 
 NORM_SQ_FLOOR = 1e-30  # far below any real row norm², above 0: sqrt of a rounding-negative can't happen
@@ -67,36 +71,54 @@ class Dora(Lora):
     url = "https://arxiv.org/abs/2402.09353"
     trains = "magnitude m (out), A (rank×in), B (out×rank)"
     reads_weight = True  # the norm is of the weight it sits on: W' when stacked on other adapters
+    other_kinds = OTHER_KINDS
 
-    def __init__(self, base: nn.Linear, config: DoraConfig):
+    def __init__(self, base: nn.Module, config: DoraConfig):
         super().__init__(base, config)
         self.magnitude = nn.Parameter(torch.empty(self.out_features, **self.factory))
 
     def init_from_weight(self, weight: torch.Tensor) -> None:
-        self.magnitude.data.copy_(torch.linalg.vector_norm(weight.float(), dim=1))
+        matrix = as_matrix(self.layer_shape, weight).float()
+        self.magnitude.data.copy_(torch.linalg.vector_norm(matrix, dim=1))
 
     def _gain(self, weight: torch.Tensor) -> torch.Tensor:
-        return self.magnitude / direction_row_norms(weight.detach(), self.lora_A, self.lora_B, self.scale)
+        matrix = as_matrix(self.layer_shape, weight.detach())
+        return self.magnitude / direction_row_norms(matrix, self.lora_A, self.lora_B, self.scale)
+
+    def _forward_on_channels(self, x: torch.Tensor, base_out: torch.Tensor, gain: torch.Tensor,
+                             bias: torch.Tensor | None) -> torch.Tensor:
+        """g ⊙ (base_out - b) + b + g ⊙ s B A x with g on the output's channel axis (embeddings, convs)."""
+        gain = per_channel(self.layer_shape, gain, base_out.dim())
+        out = base_out.to(gain.dtype)
+        if bias is not None:
+            bias = per_channel(self.layer_shape, bias.to(gain.dtype), base_out.dim())
+            out = torch.addcmul(bias, out - bias, gain)
+        else:
+            out = out * gain
+        return out.addcmul_(gain, self.kind_update(x)).to(base_out.dtype)
 
     def forward(self, x: torch.Tensor, base_out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
-        x = self.dropout(x.to(self.lora_A.dtype))
         gain = self._gain(layer.weight)
+        bias = getattr(layer, "bias", None)  # an nn.Embedding has none
+        if self.layer_shape.kind not in MATMUL_KINDS:
+            return self._forward_on_channels(x, base_out, gain, bias)
+        x = self.dropout(x.to(self.lora_A.dtype))
         hidden = torch.nn.functional.linear(x, self.lora_A).reshape(-1, self.lora_A.shape[0])
         up = self.lora_B * (gain * self.scale)[:, None]  # s g ⊙ B: the gain rides on B's (out, r) rows
         w_x = base_out.reshape(-1, self.out_features).to(gain.dtype)
-        if layer.bias is None:
+        if bias is None:
             out = w_x * gain
         else:  # g ⊙ W x + b, with W x = base_out - b taken apart first, as the formula reads
-            bias = layer.bias.to(gain.dtype)
+            bias = bias.to(gain.dtype)
             out = torch.addcmul(bias, w_x - bias, gain)
         out = out.addmm_(hidden, up.t())  # + s g ⊙ B A x, added in place by the matmul
         return out.view(base_out.shape).to(base_out.dtype)
 
     def merged_weight(self, weight: torch.Tensor) -> torch.Tensor:
         # Merging is rare: the dense formula, exactly as the paper writes it.
-        direction = weight.to(self.lora_A.dtype) + self.delta_weight()
+        direction = as_matrix(self.layer_shape, weight).to(self.lora_A.dtype) + self.delta_matrix()
         gain = self.magnitude / torch.linalg.vector_norm(direction, dim=1).detach()
-        return (gain[:, None] * direction).to(weight.dtype)
+        return from_matrix(self.layer_shape, gain[:, None] * direction).to(weight.dtype)
 
     def delta_weight(self) -> torch.Tensor:
         # ΔW of the LoRA direction only; the full merged update is merged_weight(W) - W.

@@ -22,8 +22,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..errors import NotMergeable
 from ..surgery import CompressedLinear, Wrapper
+from ._requantize import merge_compressed, restore_compressed
 from .base import Adapter
 
 
@@ -43,6 +43,7 @@ class AdaptedModule(Wrapper):
         self.merged: list[str] = []
         self.disabled = False
         self._unmerged_weight: torch.Tensor | None = None
+        self._unmerged_state: dict | None = None  # a compressed base's stored tensors before a merge
         self.routing = None  # a rankwise.adapters.mixed.Routing while a mixed batch runs: one adapter per row
 
     def base_is_modified(self) -> bool:
@@ -58,8 +59,19 @@ class AdaptedModule(Wrapper):
         x = args[0] if args else next(iter(kwargs.values()))
         if self.routing is not None:
             return self.routing.apply(self, x, out)
-        for adapter in self.pending():
-            out = adapter(x, out, self.base)
+        return self.apply_pending(x, out)
+
+    def apply_pending(self, x: torch.Tensor, out):
+        """out after each pending adapter in order; one that reads the weight sees W with those before it
+        folded in (a LinearView), formed only when it is needed."""
+        pending = self.pending()
+        weight = None
+        for index, adapter in enumerate(pending):
+            stacked = adapter.reads_weight and weight is not None
+            below = LinearView(weight, getattr(self.base, "bias", None)) if stacked else self.base
+            out = adapter(x, out, below)
+            if any(later.reads_weight for later in pending[index + 1:]):
+                weight = adapter.merged_weight(self.base.weight if weight is None else weight)
         return out
 
     def remove(self, name: str) -> Adapter:
@@ -69,14 +81,13 @@ class AdaptedModule(Wrapper):
 
     @torch.no_grad()
     def merge(self, names: list[str]) -> None:
-        """Write merged_weight(W) of each adapter, in order, into the base's weight."""
+        """Write merged_weight(W) of each adapter, in order, into the base's weight (a compressed base
+        re-stores it, e.g. requantizes: rankwise.adapters._requantize)."""
+        if isinstance(self.base, CompressedLinear):
+            return merge_compressed(self, names)
         for name in names:
             if name in self.merged:
                 continue
-            if isinstance(self.base, CompressedLinear):
-                raise NotMergeable(f"{name} cannot be merged into a compressed {type(self.base).__name__}: "
-                                   "its weight is stored compactly. Keep the adapter unmerged, or "
-                                   "decompress the layer first.")
             if not isinstance(getattr(self.base, "weight", None), nn.Parameter):
                 self.adapters[name].delta_weight()  # raises NotMergeable: a block has no weight to fold into
             merged = self.adapters[name].merged_weight(self.base.weight.data)
@@ -87,7 +98,9 @@ class AdaptedModule(Wrapper):
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        if self._unmerged_weight is not None:
+        if isinstance(self.base, CompressedLinear):
+            restore_compressed(self)
+        elif self._unmerged_weight is not None:
             self.base.weight.data = self._unmerged_weight
         self._unmerged_weight = None
         self.merged = []
@@ -99,7 +112,7 @@ class AdaptedModule(Wrapper):
 
     def keep_merged(self) -> None:
         """Make the merged weight the base for good: unmerge no longer restores the old one."""
-        self._unmerged_weight, self.merged = None, []
+        self._unmerged_weight, self._unmerged_state, self.merged = None, None, []
 
     def extra_repr(self) -> str:
         return f"active={self.active}, merged={self.merged}, disabled={self.disabled}"
@@ -127,12 +140,4 @@ class AdaptedLinear(AdaptedModule):
         out = self.base(x)
         if self.routing is not None:
             return self.routing.apply(self, x, out)
-        pending = self.pending()
-        weight = None  # W with the adapters so far folded in, formed only when a later one reads it
-        for index, adapter in enumerate(pending):
-            stacked = adapter.reads_weight and weight is not None
-            below = LinearView(weight, self.base.bias) if stacked else self.base
-            out = adapter(x, out, below)
-            if any(later.reads_weight for later in pending[index + 1:]):
-                weight = adapter.merged_weight(self.base.weight if weight is None else weight)
-        return out
+        return self.apply_pending(x, out)

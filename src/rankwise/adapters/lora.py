@@ -5,6 +5,10 @@ Update rule, for a frozen W (out, in):
     A (rank, in): Kaiming-uniform (a = √5, as nn.Linear and loralib);  B (out, rank): zeros
 so the adapted model equals the base at init. Trains A and B. Merges as W ← W + s B A.
 Follows loralib (microsoft/LoRA): same init, scaling and dropout placement.
+It also adapts nn.Embedding, nn.Conv1d/2d/3d (targeted by name) and transformers' GPT-2 Conv1D (which
+"all-linear" takes, as in PEFT), each seen as the linear map it applies (rankwise.adapters.layer_kinds:
+the update of an input per kind, the layout of ΔW, and the embeddings' own init A = 0, B ~ N(0, 1),
+without dropout).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Adapter, AdapterConfig, LowRankConfig, make_dropout, register
+from .layer_kinds import EMBEDDING, MATMUL_KINDS, OTHER_KINDS, describe, from_matrix, low_rank_update
 
 
 @dataclass
@@ -42,12 +47,24 @@ class Lora(Adapter):
     paper = "LoRA: Low-Rank Adaptation of Large Language Models"
     url = "https://arxiv.org/abs/2106.09685"
     trains = "A (rank×in), B (out×rank)"
+    other_kinds = OTHER_KINDS
 
-    def __init__(self, base: nn.Linear, config: LoraConfig):
+    @classmethod
+    def features(cls, base: nn.Module) -> tuple[int, int]:
+        shape = describe(base)
+        return shape.in_features, shape.out_features
+
+    def __init__(self, base: nn.Module, config: LoraConfig):
         super().__init__(base, config)
+        self.layer_shape = describe(base)
         self.lora_A = nn.Parameter(torch.empty(config.rank, self.in_features, **self.factory))
         self.lora_B = nn.Parameter(torch.empty(self.out_features, config.rank, **self.factory))
-        init_lora_factors(self.lora_A, self.lora_B)
+        if self.layer_shape.kind == EMBEDDING:
+            with torch.no_grad():
+                self.lora_A.zero_()
+                self.lora_B.normal_()
+        else:
+            init_lora_factors(self.lora_A, self.lora_B)
         self.dropout = make_dropout(config)
         self.scale = self.scaling(config)
 
@@ -78,7 +95,15 @@ class Lora(Adapter):
             lora.lora_B.copy_(B)
         return lora
 
+    def kind_update(self, x: torch.Tensor) -> torch.Tensor:
+        """s · B A x for any layer kind; an embedding's ids are neither cast nor dropped out."""
+        if self.layer_shape.kind != EMBEDDING:
+            x = self.dropout(x.to(self.lora_A.dtype))
+        return low_rank_update(self.layer_shape, x, self.lora_A, self.lora_B) * self.scale
+
     def forward(self, x: torch.Tensor, base_out: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+        if self.layer_shape.kind not in MATMUL_KINDS:
+            return base_out + self.kind_update(x).to(base_out.dtype)
         x = self.dropout(x.to(self.lora_A.dtype))
         if base_out.dtype != self.lora_B.dtype:  # half-precision base, float32 adapter
             return base_out + lora_delta(x, self.lora_A, self.lora_B, self.scale).to(base_out.dtype)
@@ -89,5 +114,9 @@ class Lora(Adapter):
                           self.lora_B.t(), alpha=self.scale)
         return out.view(base_out.shape)
 
-    def delta_weight(self) -> torch.Tensor:
+    def delta_matrix(self) -> torch.Tensor:
+        """s B A as the (out, in) matrix the layer applies."""
         return (self.lora_B @ self.lora_A) * self.scale
+
+    def delta_weight(self) -> torch.Tensor:
+        return from_matrix(self.layer_shape, self.delta_matrix())

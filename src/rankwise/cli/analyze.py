@@ -5,6 +5,7 @@
     rankwise analyze smollm2-135m --compare runs/r1/adapter runs/r8/adapter   # several, side by side
     rankwise analyze smollm2-135m --gradients data.jsonl --heads --residual
     rankwise analyze runs/plain/model --residual --residual-of runs/attnres/model runs/ladder/model
+    rankwise analyze smollm2-135m --suggest --gradients train.jsonl   # suggest.json: per-layer LoRA ranks
 
 Each mode is one function `_mode_<name>(args, model, result)` that adds its section to `result`;
 MODES lists them in the order they run. The report (report.json, PNGs, report.html) goes to --out.
@@ -43,6 +44,13 @@ def add_parser(sub) -> None:
     parser.add_argument("--residual-of", nargs="+", default=[], metavar="MODEL",
                         help="with --residual: more models (e.g. pretrain runs with other --arch variants) "
                              "measured on the same text and plotted beside MODEL")
+    parser.add_argument("--suggest", action="store_true",
+                        help="write suggest.json: per-layer LoRA ranks and targets within --budget, from the "
+                             "weight spectra (or the --gradients data's gradient spectra); a config for "
+                             "`rankwise finetune --config`")
+    parser.add_argument("--budget", type=int, default=None, metavar="N",
+                        help="with --suggest: trainable parameters to spend (default: a uniform rank-8 LoRA "
+                             "on the analyzed layers)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(run=run)
 
@@ -135,13 +143,34 @@ def _mode_residual(args: argparse.Namespace, model, result: dict) -> None:
               f"{len(rms) - 1}), max/min {max(rms) / min(rms):.2f}  {name}")
 
 
-MODES = [_mode_weights, _mode_compare, _mode_gradients, _mode_heads, _mode_residual]
+def _mode_suggest(args: argparse.Namespace, model, result: dict) -> None:
+    if not args.suggest:
+        return
+    from ..analyze import batch_gradient_spectra, suggest_ranks
+    from ..data import load_examples
+    from ..surgery import find_targets
+
+    spectra = None
+    if args.gradients:
+        examples = [row for path in args.gradients for row in load_examples(path)]
+        spectra = batch_gradient_spectra(model, args.tokenizer, examples, targets=_targets(args))
+    linear = find_targets(model, "all-linear")
+    result["suggest"] = suggest_ranks(result["weights"]["layers"], budget=args.budget, gradients=spectra,
+                                      all_linear=linear, model=args.model)
+    s = result["suggest"]
+    ranks = list(s["ranks"].values())
+    print(f"suggested ranks ({s['source']}): {s['used']:,} of {s['budget']:,} parameters (uniform rank "
+          f"{s['uniform_rank_at_budget']:.2f} at this budget); ranks {min(ranks)}-{max(ranks)}, "
+          f"{sum(r > 0 for r in ranks)} of {len(ranks)} layers targeted")
+
+
+MODES = [_mode_weights, _mode_compare, _mode_gradients, _mode_suggest, _mode_heads, _mode_residual]
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     from ..analyze import write_report
     from ..errors import ConfigError
-    from ..io.atomic import check_writable
+    from ..io.atomic import check_writable, write_json
     from ..models import EMBEDDED, load, require_causal_lm
 
     # Checked before the model loads: a typo should not cost the minutes the weights section takes.
@@ -157,6 +186,10 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         if not Path(data).expanduser().is_file():
             raise ConfigError(f"--gradients {data}: no such file; "
                               "pass a .jsonl or .csv of prompt/answer rows.")
+    if args.budget is not None and not args.suggest:
+        raise ConfigError("--budget goes with --suggest.")
+    if args.budget is not None and args.budget < 1:
+        raise ConfigError(f"--budget must be a positive number of parameters, got {args.budget}.")
     if args.gradients:
         require_causal_lm(args.model, "analyze --gradients (an answer-only language-model loss)")
     out = Path(args.out or f"analysis-{Path(args.model).name}")
@@ -166,5 +199,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     for mode in MODES:
         mode(args, model, result)
     report = write_report(result, out)
+    if "suggest" in result:  # the snippet alone, so `rankwise finetune --config` reads it as it is
+        write_json(out / "suggest.json", result["suggest"]["snippet"])
+        print(f"suggestion: {out / 'suggest.json'}  (rankwise finetune --config {out / 'suggest.json'} "
+              "task=... )")
     print(f"report: {report}")
     return 0

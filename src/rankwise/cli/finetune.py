@@ -32,7 +32,8 @@ def add_parser(sub) -> None:
         epilog=_keys_help() + "\n\n" + EXAMPLES, allow_abbrev=False)
     parser.add_argument("--config", metavar="FILE", help="JSON config (YAML too when PyYAML is installed)")
     parser.add_argument("--dry-run", action="store_true",
-                        help="print the resolved config and exit, loading nothing")
+                        help="print the resolved config (stdout, JSON) and an estimate of peak memory and "
+                             "time per step (stderr), then exit, loading no weights")
     parser.set_defaults(run=run, accepts_overrides=True)
 
 
@@ -45,7 +46,11 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         args.config = extra.pop(0)  # `rankwise finetune demo.json`, as axolotl and LLaMA-Factory take it
     config = TrainConfig.from_dict(resolve_settings(args.config, extra))  # validated before any weights load
     if args.dry_run:  # the method's full config too, so its defaults for null fields are visible
-        print(json.dumps({**config.to_dict(), "adapter_config": config.adapter_config().to_dict()}, indent=2))
+        from ..train.estimate import dry_run_estimate, estimate_finetune
+
+        resolved = {**config.to_dict(), "adapter_config": config.adapter_config().to_dict()}
+        resolved["estimate"] = dry_run_estimate(lambda: estimate_finetune(config))  # its table: stderr
+        print(json.dumps(resolved, indent=2))
         return 0
     from ..train import finetune
 

@@ -15,6 +15,8 @@ from . import (
     anomaly,
     bench,
     compress,
+    convert,
+    export,
     finetune,
     generate,
     merge,
@@ -22,11 +24,12 @@ from . import (
     pretrain,
     rerank,
     retrieve,
+    verify,
 )
 from . import eval as eval_cmd
 
-COMMANDS = [finetune, pretrain, eval_cmd, generate, methods, analyze, compress, merge, bench, retrieve,
-            rerank, anomaly]
+COMMANDS = [finetune, pretrain, eval_cmd, generate, methods, analyze, compress, merge, export, convert, verify,
+            bench, retrieve, rerank, anomaly]
 
 
 class Parser(argparse.ArgumentParser):

@@ -60,7 +60,9 @@ def add_parser(sub) -> None:
                              "repeatable")
     parser.add_argument("--config", metavar="FILE", help="a JSON file of settings; flags override it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved settings and exit")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resolved settings (stdout, JSON) and an estimate of peak memory and "
+                             "time per step (stderr), then exit")
     parser.set_defaults(run=run)
 
 
@@ -94,7 +96,10 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         values["progress"] = False
     config = PretrainConfig.from_dict(values)  # every setting checked before anything is built
     if args.dry_run:
-        print(json.dumps(config.to_dict(), indent=2))
+        from ..train.estimate import dry_run_estimate, estimate_pretrain
+
+        estimate = dry_run_estimate(lambda: estimate_pretrain(config))  # its table goes to stderr
+        print(json.dumps({**config.to_dict(), "estimate": estimate}, indent=2))
         return 0
     from ..train.pretrain import pretrain
 

@@ -1,5 +1,9 @@
 """Compact stand-ins for nn.Linear that store their weight as integers, bits or kept values, so the
-byte savings hold in memory and on disk. Each rebuilds its dense Ŵ per forward (no cached float copy)."""
+byte savings hold in memory and on disk. Each rebuilds its dense Ŵ per forward (no cached float copy),
+and again in the backward pass (as bitsandbytes does for QLoRA) instead of keeping every layer's Ŵ
+alive for it: training an adapter on a quantized base then holds one dense Ŵ at a time, not all of them.
+QuantizedLinear.store(W') re-fits its codes to a dense W', which is how an adapter merges into it;
+BnbLinear does the same in bitsandbytes' formats (imported only when one is built)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,28 @@ from ..linalg import binarize, pack_bits, rtn_dequantize, rtn_quantize, unpack_b
 from ..surgery import CompressedLinear
 
 
+class _RebuiltWeightLinear(torch.autograd.Function):
+    """y = x Ŵᵀ + b, saving nothing for the backward pass but the layer: dL/dx = dL/dy Ŵ with Ŵ rebuilt.
+    Ŵ is a buffer, never trained, so it needs no gradient of its own; the bias may train."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, bias: torch.Tensor | None, layer: _Compact) -> torch.Tensor:
+        ctx.layer, ctx.x_dtype = layer, x.dtype
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        with torch.no_grad():
+            weight = layer.dense_weight().to(x.dtype)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad_x = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (grad @ ctx.layer.dense_weight().to(grad.dtype)).to(ctx.x_dtype)
+        if ctx.needs_input_grad[1]:
+            grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0).to(ctx.bias_dtype)
+        return grad_x, grad_bias, None
+
+
 class _Compact(CompressedLinear):
     def __init__(self, layer: nn.Linear):
         super().__init__()
@@ -21,7 +47,7 @@ class _Compact(CompressedLinear):
         self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.dense_weight().to(x.dtype), self.bias)
+        return _RebuiltWeightLinear.apply(x, self.bias, self)
 
     def stored_values(self) -> int:  # one per weight (a code or a sign), plus the bias
         return self.out_features * self.in_features + (0 if self.bias is None else self.bias.numel())
@@ -56,13 +82,19 @@ class QuantizedLinear(_Compact):
         self.zeros.copy_(zeros.to(torch.uint8))
         return self
 
+    def store(self, weight: torch.Tensor) -> None:
+        """Ŵ ← Q(weight): new codes, scales and zeros fitted to `weight` by the same RTN rule."""
+        self.quantize(weight.to(self.codes.device))
+
     def dense_weight(self) -> torch.Tensor:
         codes = self._unpack(self.codes, self.bits)
         return rtn_dequantize(codes, self.scales.float(), self.zeros.float()).to(self.dtype)
 
+    def settings(self) -> str:
+        return f"bits={self.bits}, group_size={self.group_size}"
+
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, " \
-               f"group_size={self.group_size}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, {self.settings()}"
 
 
 class BinaryLinear(_Compact):
@@ -110,3 +142,42 @@ class PrunedLinear(_Compact):
     def extra_repr(self) -> str:
         density = self.values.numel() / (self.in_features * self.out_features)
         return f"in_features={self.in_features}, out_features={self.out_features}, density={density:.3f}"
+
+
+class BnbLinear(_Compact):
+    """bitsandbytes' formats: 4-bit NF4 (packed codes, a float32 absmax per block of `group_size`) or
+    LLM.int8 (int8 codes, an absmax per row; group_size unused), quantized and dequantized by bitsandbytes'
+    own kernels. The matmul is torch's on the rebuilt Ŵ, as bitsandbytes itself trains on CPU; its
+    Linear4bit/Linear8bitLt modules are not used because on CPU they repack or move their codes on the first
+    forward, after which the weight can no longer be read back (merging, DoRA, fingerprints)."""
+
+    def __init__(self, layer: nn.Linear, bits: int, group_size: int):
+        super().__init__(layer)
+        self.bits, self.group_size = bits, group_size
+        self.store(layer.weight)
+
+    @torch.no_grad()
+    def store(self, weight: torch.Tensor) -> None:
+        import bitsandbytes.functional as bnb
+
+        weight = weight.detach().float()
+        if self.bits == 4:
+            packed, state = bnb.quantize_4bit(weight, blocksize=self.group_size, quant_type="nf4")
+            tensors = {"codes": packed, "absmax": state.absmax}
+        else:
+            codes, row_absmax, _ = bnb.int8_vectorwise_quant(weight)
+            tensors = {"codes": codes, "absmax": row_absmax}
+        for name, tensor in tensors.items():
+            self.register_buffer(name, tensor)
+
+    def dense_weight(self) -> torch.Tensor:
+        import bitsandbytes.functional as bnb
+
+        if self.bits == 8:
+            return bnb.int8_vectorwise_dequant(self.codes, self.absmax).to(self.dtype)
+        state = bnb.QuantState(absmax=self.absmax, shape=torch.Size((self.out_features, self.in_features)),
+                               dtype=torch.float32, blocksize=self.group_size, quant_type="nf4")
+        return bnb.dequantize_4bit(self.codes, state).to(self.dtype)
+
+    def settings(self) -> str:
+        return f"nf4, group_size={self.group_size}" if self.bits == 4 else "int8"

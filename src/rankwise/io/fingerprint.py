@@ -8,11 +8,16 @@ was not trained for (PEFT stores the base name but never checks it). Design:
   so that a float32-trained adapter still loads on the same model in bfloat16.
 - weights: {name: SHA-256} of a strided sample (≤ 65,536 values) of up to 8 tensors no adapter edits:
   parameters outside nn.Linear layers (embeddings, norms) and weights of nn.Linear layers that no
-  adapter wraps at save time. Values are rounded to bfloat16 before hashing, so float32 and bfloat16
-  copies of one model agree; a float16 copy does not (double rounding), and the mismatch message says so.
+  adapter wraps at save time (nor any other layer an adapter wraps with a weight it may merge into).
+  Values are rounded to bfloat16 before hashing, so float32 and bfloat16 copies of one model agree; a
+  float16 copy does not (double rounding), and the mismatch message says so.
 - targets: {module path: the same sample hash} of every weight the saved file adapts, taken from the
   original weight (before any merge), so a file never loads onto another fine-tune's weights, nor onto
   a model it was already merged into (unload(merge=True)), where it would apply twice.
+- compressed: {"<kind>(<settings>)": count} of the compressed stand-ins in the base, e.g.
+  {"QuantizedLinear(bits=4, group_size=64)": 210} for a QLoRA-style base; present only when there are
+  some. Their weights are buffers, so the structure hash alone already tells a quantized base from the
+  full-precision one; this entry lets the mismatch message say which quantization to redo.
 On load, a hashed weight of a layer that has since been wrapped and merged is compared through its
 saved pre-merge copy, or skipped among the 8 general samples.
 """
@@ -21,13 +26,14 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections import Counter
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import AdapterFileError, BaseModelMismatch
-from ..surgery import Wrapper
+from ..surgery import CompressedLinear, Wrapper
 from ..surgery import wrappers as _wrappers
 
 FINGERPRINT_VERSION = 1
@@ -62,12 +68,14 @@ def base_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _linear_weight_names(model: nn.Module) -> tuple[set[str], set[str]]:
-    """(base names of params of plain nn.Linear layers, of nn.Linear layers an adapter wraps directly)."""
+    """(base names of params of plain nn.Linear layers, of layers an adapter wraps directly and may merge
+    into: nn.Linear, and the embeddings and convs LoRA adapts)."""
     wrappers = _wrappers(model)
-    wrapped_bases = {id(module.base) for module in wrappers.values() if isinstance(module.base, nn.Linear)}
+    wrapped_bases = {id(module.base) for module in wrappers.values()
+                     if isinstance(getattr(module.base, "weight", None), nn.Parameter)}
     plain, wrapped = set(), set()
     for path, module in model.named_modules():
-        if isinstance(module, nn.Linear):
+        if isinstance(module, nn.Linear) or id(module) in wrapped_bases:
             base_path = base_name(path, wrappers)
             if base_path is not None:
                 prefix = f"{base_path}." if base_path else ""
@@ -117,6 +125,28 @@ def target_hashes(model: nn.Module, paths) -> dict[str, str]:
     return found
 
 
+def compressed_layers(model: nn.Module) -> dict[str, int]:
+    """{"<kind>(<settings>)": count} of the compressed linear stand-ins in `model`."""
+    kinds = Counter(f"{type(m).__name__}({m.settings()})" for m in model.modules()
+                    if isinstance(m, CompressedLinear))
+    return dict(sorted(kinds.items()))
+
+
+def _compression_problem(saved: dict[str, Any], model: nn.Module) -> str | None:
+    """The difference in compressed layers, in words, with what to do about it (None: none)."""
+    before, now = saved.get("compressed"), compressed_layers(model)
+    before = before if isinstance(before, dict) else {}  # absent (no compressed layers) or edited
+    if before == now:
+        return None
+
+    def words(kinds: dict) -> str:
+        return ", ".join(f"{count} × {kind}" for kind, count in kinds.items()) or "no compressed layers"
+
+    return (f"its base had {words(before)}, this model has {words(now)}: quantize or compress this model "
+            "the same way before loading (rankwise.train.quantize_base(model, bits, group_size) for a run's "
+            "quantize_bits), or load with allow_base_mismatch=True to apply the adapter to these weights")
+
+
 def model_fingerprint(model: nn.Module, targets=()) -> dict[str, Any]:
     """The fingerprint of `model`'s base, as stored under "base_model" in adapter.json; with `targets`
     (the module paths a file adapts) it also hashes each targeted weight, so a file never loads onto
@@ -133,6 +163,7 @@ def model_fingerprint(model: nn.Module, targets=()) -> dict[str, Any]:
         "weights": {name: _sample_hash(params[name]) for name in chosen},
         "dtype": _dtype_name(params),
         "name_or_path": _name_or_path(model),
+        **({"compressed": compressed_layers(model)} if compressed_layers(model) else {}),
         **({"targets": target_hashes(model, targets)} if targets else {}),
     }
 
@@ -149,6 +180,8 @@ def fingerprint_differences(saved: dict[str, Any], model: nn.Module) -> list[str
     problems = []
     if saved.get("structure") != structure:
         problems.append(f"structure (module names and shapes) {saved.get('structure')} != {structure}")
+    if "compressed" in saved or problems:
+        problems[:0] = [problem] if (problem := _compression_problem(saved, model)) else []
     skip = _changed_by_adapters(model)
     for name, digest in (saved.get("weights") or {}).items():
         if name not in params:

@@ -21,7 +21,6 @@ from ..surgery import pattern_value
 
 # Fields that must be empty/neutral, with what they would have meant.
 _UNSUPPORTED = {
-    "fan_in_fan_out": "transposed (Conv1D-style) weights",
     "lora_bias": "a trainable bias on lora_B",
     "modules_to_save": "full copies of extra modules",
     "use_qalora": "QA-LoRA pooling",
@@ -46,6 +45,9 @@ _IGNORED = {
     "megatron_core", "loftq_config", "eva_config", "corda_config", "lora_ga_config", "qalora_group_size",
     "ensure_weight_tying", "runtime_config",
     "velora_config",  # VeLoRA changes only the backward pass (PEFT's field help); outputs are LoRA's
+    # PEFT derives it per layer from the layer's type (True for GPT-2's Conv1D, False for nn.Linear,
+    # unused by embeddings and convs), whatever the file says; rankwise reads the layout from the module.
+    "fan_in_fan_out",
 }
 
 
@@ -76,7 +78,8 @@ def rankwise_config_from_peft(cfg: dict[str, Any], source: Path) -> tuple[str, A
         if not _is_empty(cfg.get(field)):
             raise ConfigError(
                 f"{source}: {field}={cfg[field]!r} ({meaning}) is not supported by rankwise's PEFT import; "
-                f"only plain LoRA, rsLoRA and DoRA on nn.Linear layers import. Re-train without {field}."
+                f"only plain LoRA, rsLoRA and DoRA (on linear, embedding and conv layers) import. Re-train "
+                f"without {field}."
             )
     if cfg.get("bias", "none") != "none":
         raise ConfigError(

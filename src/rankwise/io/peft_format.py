@@ -4,6 +4,13 @@ PEFT writes adapter_config.json (a LoraConfig) and adapter_model.safetensors wit
     base_model.model.<module path>.lora_A.weight      (r, in)
     base_model.model.<module path>.lora_B.weight      (out, r)
     base_model.model.<module path>.lora_magnitude_vector   (out,)   DoRA only
+On other layer kinds (rankwise.adapters.layer_kinds) the same tensors take PEFT's per-kind names and shapes:
+    nn.Embedding:    lora_embedding_A (r, num_embeddings), lora_embedding_B (dim, r), magnitude (dim,)
+    nn.ConvNd:       lora_A.weight (r, in, *kernel), lora_B.weight (out, r, 1, ..), magnitude (1, out, 1, ..)
+    GPT-2's Conv1D:  as nn.Linear (A (r, in), B (out, r)), with fan_in_fan_out=True in the config
+rankwise keeps A and B as matrices (a conv's A is (r, in · kernel)); export reshapes, import flattens.
+PEFT's conv LoRA applies A with the base's stride and padding but not its dilation or padding mode, so
+convs with either do not export (rankwise's update, with both, is the one that merges exactly).
 Its LoRA scaling is lora_alpha / r, or lora_alpha / √r with use_rslora; its DoRA computes
 m ⊙ (W + s B A) / ‖W + s B A‖_row exactly as rankwise's does, so these map one to one:
     lora -> plain LoRA    rslora -> use_rslora=True    dora -> use_dora=True
@@ -27,6 +34,7 @@ import torch
 from torch import nn
 
 from ..errors import AdapterFileError, ConfigError
+from ..surgery import Wrapper, layer_kind
 from .atomic import atomic_directory, save_tensors, write_json
 from .fingerprint import model_fingerprint
 from .peft_config import layer_configs_from_peft, peft_config_for, peft_patterns, rankwise_config_from_peft
@@ -36,6 +44,7 @@ PEFT_WEIGHTS_FILE, PEFT_CONFIG_FILE = "adapter_model.safetensors", "adapter_conf
 KEY_PREFIX = "base_model.model."
 # rankwise tensor name -> PEFT's saved suffix (adapter name already removed by PEFT on save)
 PEFT_SUFFIX = {"lora_A": "lora_A.weight", "lora_B": "lora_B.weight", "magnitude": "lora_magnitude_vector"}
+PEFT_EMBEDDING_SUFFIX = {**PEFT_SUFFIX, "lora_A": "lora_embedding_A", "lora_B": "lora_embedding_B"}
 FINGERPRINT_METADATA = "rankwise_base_model"
 
 
@@ -63,6 +72,27 @@ PEFT_EXPORTS = {"lora": _same, "rslora": _same, "dora": _same, "pissa": _pissa, 
 EXPORTABLE = tuple(PEFT_EXPORTS)
 
 
+def _base_layer(model: nn.Module, path: str) -> nn.Module:
+    module = model.get_submodule(path)
+    return module.base if isinstance(module, Wrapper) else module
+
+
+def peft_layer_tensors(layer: nn.Module, path: str, state: dict) -> dict:
+    """{PEFT suffix: tensor} of one adapted layer, in the names and shapes PEFT gives its kind."""
+    kind = layer_kind(layer)
+    if kind == "conv":
+        if any(d != 1 for d in layer.dilation) or layer.padding_mode != "zeros":
+            raise ConfigError(f"{path} is a {type(layer).__name__} with dilation={layer.dilation} and "
+                              f"padding_mode={layer.padding_mode!r}; PEFT's conv LoRA ignores both, so it "
+                              "would compute another update. Save it with format='rankwise'.")
+        ones = (1,) * (layer.weight.dim() - 2)
+        shapes = {"lora_A": (-1, *layer.weight.shape[1:]), "lora_B": (*state["lora_B"].shape, *ones),
+                  "magnitude": (1, -1, *ones)}
+        state = {key: value.reshape(shapes[key]) for key, value in state.items()}
+    names = PEFT_EMBEDDING_SUFFIX if kind == "embedding" else PEFT_SUFFIX
+    return {names[key]: value for key, value in state.items()}
+
+
 def save_peft_adapter(model: nn.Module, directory: Path, record: dict, tensors: dict, version: str) -> Path:
     """Write the adapter `record` (io.adapter_file.plan_record) in PEFT's format (module docstring)."""
     method, config, plan = record["method"], record["config"], record["plan"]
@@ -79,14 +109,17 @@ def save_peft_adapter(model: nn.Module, directory: Path, record: dict, tensors: 
         prefix = path + "."
         state = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
         state, factor = PEFT_EXPORTS[method](state)
-        for key, value in state.items():
-            peft_tensors[f"{KEY_PREFIX}{path}.{PEFT_SUFFIX[key]}"] = value
+        for key, value in peft_layer_tensors(_base_layer(model, path), path, state).items():
+            peft_tensors[f"{KEY_PREFIX}{path}.{key}"] = value
     # rank × factor with alpha × factor keeps PEFT's scaling alpha / rank equal to rankwise's.
     rank, alpha = config["rank"] * factor, config["alpha"] * factor
     rank_pattern, alpha_pattern = peft_patterns(config, plan, factor)
     fingerprint = model_fingerprint(model, list(plan))
     peft_config = peft_config_for(method, config, rank, alpha, list(plan), fingerprint["name_or_path"],
                                   rank_pattern, alpha_pattern)
+    # PEFT sets fan_in_fan_out per layer from its type (with a warning when the file says otherwise)
+    kinds = {layer_kind(_base_layer(model, path)) for path in plan}
+    peft_config["fan_in_fan_out"] = "transposed-linear" in kinds
     metadata = {
         "format": "pt",
         FINGERPRINT_METADATA: json.dumps(fingerprint, sort_keys=True),
@@ -99,8 +132,10 @@ def save_peft_adapter(model: nn.Module, directory: Path, record: dict, tensors: 
 
 
 def rankwise_state_from_peft(tensors: dict[str, torch.Tensor], source: Path):
-    """({"<path>.<rankwise tensor>": tensor}, [module paths in file order]) from PEFT's keys."""
-    by_suffix = {suffix: ours for ours, suffix in PEFT_SUFFIX.items()}
+    """({"<path>.<rankwise tensor>": tensor}, [module paths in file order]) from PEFT's keys; conv
+    factors and magnitudes are flattened to rankwise's matrices (no-ops on the other kinds)."""
+    by_suffix = {suffix: ours for names in (PEFT_SUFFIX, PEFT_EMBEDDING_SUFFIX)
+                 for ours, suffix in names.items()}
     state, paths, unknown = {}, {}, []
     for key, value in tensors.items():
         body = key[len(KEY_PREFIX):] if key.startswith(KEY_PREFIX) else None
@@ -108,15 +143,16 @@ def rankwise_state_from_peft(tensors: dict[str, torch.Tensor], source: Path):
         if match is None:
             unknown.append(key)
             continue
-        path = body[: -len(match) - 1]
-        state[f"{path}.{by_suffix[match]}"] = value
+        path, ours = body[: -len(match) - 1], by_suffix[match]
+        if value.dim() > (1 if ours == "magnitude" else 2):  # a conv's: (1, out, 1, ..) or (r, in, *kernel)
+            value = value.reshape(-1) if ours == "magnitude" else value.flatten(1)
+        state[f"{path}.{ours}"] = value
         paths[path] = None
     if unknown:
         raise AdapterFileError(
             f"{source} has {len(unknown)} tensor(s) rankwise cannot import, e.g. {unknown[:5]}; rankwise "
-            f"imports LoRA/DoRA weights of nn.Linear layers ({', '.join(PEFT_SUFFIX.values())} under "
-            f"'{KEY_PREFIX}'). "
-            "Embedding or conv LoRA, lora_bias and modules_to_save are not supported."
+            f"imports LoRA/DoRA weights ({', '.join(sorted(by_suffix))} under '{KEY_PREFIX}'). "
+            "lora_bias, modules_to_save and trainable tokens are not supported."
         )
     return state, list(paths)
 

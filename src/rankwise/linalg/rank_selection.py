@@ -1,10 +1,13 @@
-"""Choosing a rank from a spectrum: by the share of energy kept, or by a singular-value floor.
+"""Choosing a rank from a spectrum (by the share of energy kept, or by a singular-value floor), and the
+error of cutting a matrix to a rank.
 
 For singular values σ_1 ≥ σ_2 ≥ … ≥ σ_n:
     energy_rank(σ, e)     = the smallest k with Σ_{i≤k} σ_i² / Σ_i σ_i² ≥ e    (TRP's EnergyThreshold)
     threshold_rank(σ, t)  = #{i : σ_i ≥ t}                                   (TRP's ValueThreshold)
-Both return at least 1, so a layer is never factorized to nothing. WeLore's labels (welore_label, and the
-global threshold welore_tau) live here too: analyze reports them and compress.welore acts on them.
+    truncation_error(σ, k) = √(Σ_{i>k} σ_i² / Σ_i σ_i²) = ‖M − M_k‖_F / ‖M‖_F  (Eckart–Young, M_k the SVD cut)
+The two rank rules return at least 1, so a layer is never factorized to nothing. WeLore's labels
+(welore_label, and the global threshold welore_tau) live here too: analyze reports them and
+compress.welore acts on them.
 """
 
 from __future__ import annotations
@@ -27,6 +30,16 @@ def energy_rank(singular_values: torch.Tensor, energy: float) -> int:
     # Rounding can leave the last share a hair under 1; the full rank always meets any e <= 1.
     k = int(torch.searchsorted(kept, torch.tensor([energy], dtype=kept.dtype)).item()) + 1
     return min(k, singular_values.numel())
+
+
+def truncation_error(singular_values: torch.Tensor, rank: int) -> float:
+    """‖M − M_k‖_F / ‖M‖_F of the best rank-k approximation M_k, from M's singular values (0 for M = 0)."""
+    squares = singular_values.detach().double().square()
+    total = squares.sum()
+    if total <= 0:
+        return 0.0
+    # Summing the tail (not 1 − kept share) keeps tiny errors exact rather than lost to cancellation.
+    return float((squares[rank:].sum() / total).sqrt())
 
 
 def threshold_rank(singular_values: torch.Tensor, threshold: float) -> int:

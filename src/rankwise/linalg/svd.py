@@ -1,10 +1,16 @@
-"""Truncated and randomized SVD, always computed in float32 (half-precision SVDs are unreliable)."""
+"""Truncated and randomized SVD, always computed in float32 (half-precision SVDs are unreliable).
+
+cut_svd(M, rank=k | energy=e) is the best approximation M_k = U_k S_k V_kᵀ (Eckart–Young) at a given rank
+or at the smallest rank keeping a share e of Σσ², with its relative error ‖M − M_k‖_F / ‖M‖_F.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+
+from .rank_selection import energy_rank, truncation_error
 
 
 @dataclass
@@ -65,3 +71,16 @@ def top_svd(matrix: torch.Tensor, rank: int, power_iters: int = 0) -> LowRankFac
 def svd_factors(matrix: torch.Tensor, rank: int, power_iters: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(B (out, r), A (r, in)): the best rank-r approximation B A of `matrix` in Frobenius norm."""
     return top_svd(matrix, rank, power_iters).split()
+
+
+def cut_svd(matrix: torch.Tensor, rank: int | None = None,
+            energy: float | None = None) -> tuple[LowRankFactors, float]:
+    """(the top-k triplets of `matrix`, ‖M − M_k‖_F / ‖M‖_F) with k = `rank` (at most M's full rank, where
+    the cut is exact) or, given `energy` in (0, 1], the smallest k keeping that share of Σσ²."""
+    if (rank is None) == (energy is None):
+        raise ValueError("give exactly one of rank and energy")
+    full = truncated_svd(matrix, min(matrix.shape))
+    k = min(rank, full.rank) if rank is not None else energy_rank(full.S, energy)
+    if k < 1:
+        raise ValueError(f"rank must be at least 1, got {rank!r}")
+    return LowRankFactors(full.U[:, :k], full.S[:k], full.Vh[:k]), truncation_error(full.S, k)

@@ -58,7 +58,8 @@ def _adapter_update(model: nn.Module, folder: Path, name: str) -> TaskUpdate:
                 raise NotMergeable(f"{folder}: its method {adapter.name} cannot be folded into the base "
                                    f"weight ({path}), so it has no update to merge; merge mergeable adapters "
                                    "only (see `rankwise methods`).")
-            if type(adapter).delta_weight is Lora.delta_weight:  # ΔW = s · B A, nothing else
+            # ΔW = s · B A, nothing else, and B A is the weight's own layout (not a conv's or GPT-2's Conv1D)
+            if type(adapter).delta_weight is Lora.delta_weight and adapter.layer_shape.kind == "linear":
                 update.factors[path] = (adapter.lora_B.detach().float() * adapter.scale,
                                         adapter.lora_A.detach().float())
             else:

@@ -8,19 +8,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import NotMergeable
+
 
 class CompressedLinear(nn.Module):
     """y = Ŵ x + b for a Ŵ stored in some compact form; subclasses define dense_weight() and forward.
 
     `weight` is the dense reconstruction Ŵ, a plain tensor rebuilt on each access (never a
     Parameter): code that reads a linear layer's weight (an adapter's SVD init, DoRA's norm, the
-    analyzers) sees Ŵ, while nothing can write into it by mistake. Merging an adapter into a compressed
-    base is refused for the same reason.
+    analyzers) sees Ŵ, while nothing can write into it by mistake. Merging an adapter goes through
+    store(W'): a kind that can re-fit its compact form to a dense W' (quantized layers: Ŵ' = Q(W'))
+    overrides it; the others keep refusing.
     """
 
     in_features: int
     out_features: int
     bias: nn.Parameter | None
+    requantization_error: dict | None = None  # set by a merge into it (rankwise.adapters._requantize)
 
     def dense_weight(self) -> torch.Tensor:
         raise NotImplementedError
@@ -29,6 +33,25 @@ class CompressedLinear(nn.Module):
     def weight(self) -> torch.Tensor:
         with torch.no_grad():
             return self.dense_weight()
+
+    def store(self, weight: torch.Tensor) -> None:
+        """Re-fit the stored form to the dense `weight` (an adapter merged in), so that dense_weight()
+        becomes its compressed approximation. Only kinds whose form can hold any weight override it."""
+        raise NotMergeable(f"an adapter cannot be merged into a compressed {type(self).__name__}: its "
+                           "compact form cannot re-store an arbitrary weight. Keep the adapter unmerged, or "
+                           "decompress the layer first.")
+
+    def stored_state(self):
+        """A copy of what store() overwrites, for restore() to put back bit for bit (unmerge)."""
+        return {key: value.detach().clone() for key, value in self.state_dict().items()}
+
+    def restore(self, state) -> None:
+        self.load_state_dict(state)
+
+    def settings(self) -> str:
+        """What, besides its kind, decides how this layer approximates a weight (e.g. "bits=4,
+        group_size=64"), shared by every layer compressed alike; a base-model fingerprint records it."""
+        return ""
 
     def stored_bytes(self) -> int:
         """Bytes of what this layer stores (its parameters and buffers), for size reports."""

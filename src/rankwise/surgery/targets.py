@@ -1,8 +1,9 @@
 """Target selection: which modules of a model a method adapts.
 
 `targets` may be
-- "all-linear": every nn.Linear (or compressed stand-in for one) except the output head (its vocab-sized
-  projection is rarely worth adapting);
+- "all-linear": every nn.Linear (or compressed stand-in for one), and transformers' GPT-2-style Conv1D
+  (a linear layer with its weight stored (in, out); PEFT's "all-linear" takes it too), except the output
+  head (its vocab-sized projection is rarely worth adapting);
 - "all-blocks": the repeated blocks of the network (the longest nn.ModuleList of same-type modules),
   for block-level methods such as bottleneck adapters;
 - a single string other than that: a regular expression that must match a module's full name;
@@ -17,20 +18,45 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
+import sys
 from collections.abc import Sequence
 
 from torch import nn
 
 from ..errors import TargetError
-from .compressed import CompressedLinear
+from .compressed import CompressedLinear, is_linear
 
 LINEAR_TYPES = (nn.Linear, CompressedLinear)  # compressed layers stand in for the linears they replaced
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 Targets = str | Sequence[str] | type | tuple[type, ...]
 
 
+def transformers_conv1d() -> type | None:
+    """transformers' Conv1D (GPT-2's linear layer: y = x W + b, W stored (in, out)), or None. Until
+    transformers.pytorch_utils is imported no model can hold one, so this never imports transformers."""
+    return getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", None)
+
+
+def is_linear_like(module: nn.Module) -> bool:
+    """What "all-linear" selects: an nn.Linear, a compressed stand-in for one, or transformers' Conv1D."""
+    return isinstance(module, LINEAR_TYPES) or type(module) is transformers_conv1d()
+
+
+def layer_kind(module: nn.Module) -> str | None:
+    """The kind of single-weight layer `module` is, for the adapters that cover more than nn.Linear
+    (rankwise.adapters.layer_kinds): "linear", "transposed-linear" (transformers' Conv1D), "embedding",
+    "conv" (nn.Conv1d/2d/3d), or None. Subclasses do not count: they may change the forward."""
+    if is_linear(module):
+        return "linear"
+    kind = type(module)
+    if kind is transformers_conv1d():
+        return "transposed-linear"
+    return "embedding" if kind is nn.Embedding else "conv" if kind in CONV_TYPES else None
+
+
 def linear_names(model: nn.Module) -> list[str]:
-    return [name for name, module in model.named_modules() if isinstance(module, LINEAR_TYPES)]
+    return [name for name, module in model.named_modules() if is_linear_like(module)]
 
 
 def _output_head_names(model: nn.Module) -> set[str]:
@@ -74,7 +100,7 @@ def find_targets(
         heads = _output_head_names(model)
         chosen = [
             name for name, module in named
-            if isinstance(module, LINEAR_TYPES) and name not in heads and name.rpartition(".")[2] not in heads
+            if is_linear_like(module) and name not in heads and name.rpartition(".")[2] not in heads
         ]
         unmatched = [] if chosen else ["all-linear"]
     elif isinstance(targets, str):

@@ -14,10 +14,12 @@ from .config import TrainConfig
 from .loop import train
 from .pretrain import pretrain
 from .pretrain_config import PretrainConfig
+from .quantize import quantize_base
 from .run import finetune, split_examples
 from .schedule import build_scheduler, warmup_cosine
 
 __all__ = [
     "PretrainConfig", "TrainConfig", "build_scheduler", "finetune", "list_checkpoints", "pretrain",
-    "read_checkpoint", "resolve_resume", "split_examples", "train", "verify_checkpoint", "warmup_cosine",
+    "quantize_base", "read_checkpoint", "resolve_resume", "split_examples", "train", "verify_checkpoint",
+    "warmup_cosine",
 ]

@@ -84,6 +84,11 @@ class TrainConfig:
                                                "(less memory, about a third more time)")
     report_to: str | list[str] | None = _opt(None, "trackers through accelerate: tensorboard, wandb, mlflow, "
                                                    "trackio (each must be installed); the JSONL log stays")
+    quantize_bits: int | None = _opt(None, "quantize the base's linear layers (not lm_head) to 4 or 8 bits "
+                                     "before the adapter goes on, QLoRA-style (null: full precision)")
+    quantize_group_size: int = _opt(64, "weights sharing one quantization scale")
+    quantize_backend: str = _opt("rankwise", "rankwise (group-wise RTN; also 2 or 3 bits) or bitsandbytes "
+                                 "(NF4 / LLM.int8; pip install bitsandbytes)")
 
     def __post_init__(self) -> None:
         if self.method_config is None:
@@ -163,7 +168,7 @@ ALIASES = {
     "dataset": "data", "data_path": "data", "train_file": "data", "eval_file": "eval_data",
     "save_steps": "save_every", "eval_steps": "eval_every", "resume_from_checkpoint": "resume",
     "max_seq_length": "max_length", "cutoff_len": "max_length",
-    "gradient_accumulation": "gradient_accumulation_steps",
+    "gradient_accumulation": "gradient_accumulation_steps", "quantization_bit": "quantize_bits",
 }
 
 
@@ -306,6 +311,9 @@ def _check_values(c: TrainConfig) -> None:
         for task in _as_list(c.task):
             require(task in list_tasks(), f"unknown task {task!r}; bundled tasks: {', '.join(list_tasks())}.")
     c.adapter_config()  # unknown method, bad rank, fields the method does not use, stray method_config keys
+    from .quantize import check_quantize_settings
+
+    check_quantize_settings(c.quantize_bits, c.quantize_group_size, c.quantize_backend)
     from ..optim import OPTIMIZERS, optimizer_options
 
     OPTIMIZERS.get(c.optimizer)

@@ -58,6 +58,19 @@ def _label(phase: TrainConfig, phases: list[TrainConfig]) -> str:
     return f" on {phase.task or phase.data}" if len(phases) > 1 else ""
 
 
+def quantize(model, config: TrainConfig) -> dict | None:
+    """Quantize the base as config.quantize_* say (rankwise.train.quantize), before any adapter; returns
+    {"bits", "group_size", "backend", "layers"} for results.json, or None for a full-precision run."""
+    if config.quantize_bits is None:
+        return None
+    from ..io.fingerprint import compressed_layers
+    from .quantize import quantize_base
+
+    quantize_base(model, config.quantize_bits, config.quantize_group_size, config.quantize_backend)
+    return {"bits": config.quantize_bits, "group_size": config.quantize_group_size,
+            "backend": config.quantize_backend, "layers": compressed_layers(model)}
+
+
 def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     """Run one fine-tuning job; returns what results.json holds.
 
@@ -82,6 +95,7 @@ def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
 
     set_seed(config.seed)  # the adapter init is then identical on every process and every run
     model, tokenizer = load(config.model)
+    quantized = quantize(model, config)
     phases = config.sequence()  # one config per task; several for a continual-learning sequence
     splits = [split_examples(phase) for phase in phases]
     for phase, (train_rows, held_out) in zip(phases, splits):
@@ -90,6 +104,9 @@ def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
                             "add rows or lower eval_split.")
     adapt(model, config.method, name=config.adapter_name, config=config.adapter_config())
     counts = trainable_parameters(model)
+    if quantized:  # the base exact match below is then the quantized base's
+        layers = ", ".join(f"{count} × {kind}" for kind, count in quantized["layers"].items())
+        say(f"rankwise: base quantized: {layers}")
     say(f"rankwise: {config.method} on {config.model}: {counts['trainable']:,} trainable of "
         f"{counts['total']:,} parameters; {sum(len(t) for t, _ in splits)} training examples, "
         f"{sum(len(h) for _, h in splits)} held out, {len(phases)} task(s)")
@@ -140,6 +157,7 @@ def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
         "trainable_parameters": counts["trainable"], "total_parameters": counts["total"],
         "train_examples": sum(len(t) for t, _ in splits), "eval_examples": sum(len(h) for _, h in splits),
         "base_exact_match": base and base["exact_match"], "resumed_from": resume_from and str(resume_from),
+        **({"quantized_base": quantized} if quantized else {}),
     }
     if main:
         final = evaluate_all(len(phases))
