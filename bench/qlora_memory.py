@@ -6,9 +6,10 @@ its 4-bit base (dequantize, merge, requantize) and the error that the requantiza
 
 Settings: examples/demo.json (SmolLM2-135M, LoRA rank 8, alpha 16, dropout 0, all-linear, iso-dates,
 max_length 96, lr 1e-3, warmup 5%, batch 8, seed 42), but --steps steps instead of 80 and --eval-size
-held-out examples instead of 100, the same for both runs, so the script fits in about 10 minutes on one
-thread. The 4-bit run adds quantize_bits=4, quantize_group_size=64 (rankwise's RTN on every block linear
-layer; the embeddings and the tied lm_head stay fp32).
+held-out examples instead of 100, the same for both runs: about 6 minutes of CPU time on one thread (11
+minutes of wall time on a shared 2-core machine). The 4-bit run adds quantize_bits=4 and
+quantize_group_size=64 (rankwise's RTN on every block linear layer; the embeddings and the tied lm_head
+stay fp32).
 Memory of one optimizer step on 8 demo examples, in MiB: resident = the bytes of every parameter and
 buffer before it (mostly the weights); step peak = the most that tensors allocated inside the first step
 held at once (activations, gradients, AdamW's state, a rebuilt dense weight), from the profiler
