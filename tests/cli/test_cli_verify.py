@@ -83,3 +83,17 @@ def test_smollm2_lora_matches_in_every_row(tmp_path):  # the user's cache: SmolL
     result = verify_adapter("smollm2-135m", adapter)
     assert set(result["max_abs_diff"]) == {"merged", "peft", "transformers"} and not result["failed"]
     assert max(result["max_abs_diff"].values()) <= 1e-4 * result["max_abs_logit"]  # float32 rounding only
+
+
+def test_finetune_verifies_its_adapter_at_the_end(tmp_path, capsys):
+    code = cli_main.main(["finetune", "model=tiny-llama", "task=iso-dates", "max_steps=2", "eval_size=2",
+                          f"output_dir={tmp_path}", "progress=false"])
+    assert code == 0
+    assert "verify:     max |logit diff| vs unmerged: merged" in capsys.readouterr().out
+    results = json.loads((tmp_path / "results.json").read_text())
+    recorded = json.loads((tmp_path / "adapter" / "adapter.json").read_text())["verify"]
+    assert results["verify"]["max_abs_diff"] == recorded["max_abs_diff"]
+    assert set(recorded["max_abs_diff"]) == {"merged", "peft", "transformers"} and not recorded["failed"]
+    assert cli_main.main(["finetune", "model=tiny-llama", "task=iso-dates", "max_steps=1", "eval_size=1",
+                          f"output_dir={tmp_path / 'off'}", "progress=false", "verify=false"]) == 0
+    assert "verify" not in json.loads((tmp_path / "off" / "results.json").read_text())

@@ -136,3 +136,13 @@ def test_refusals_write_nothing_and_leave_the_model_as_it_was(tmp_path):
         export_model(adapted_llama("lora", targets=["q_proj"]), tmp_path / "work", "merged")
     with pytest.raises(ConfigError, match="attention or MLP biases"):
         check_llama(LlamaConfig(attention_bias=True))
+
+
+def test_a_merged_export_refuses_a_weight_tied_to_another_module(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=16))
+    rankwise.adapt(model, "lora", rank=2, targets=["wte"])
+    with pytest.raises(NotMergeable, match="tied to lm_head"):
+        export_model(model, tmp_path / "merged", "merged")
+    assert not (tmp_path / "merged").exists()

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from .._registry import FAMILIES, Family
-from ..errors import AdapterFileError, ConfigError, NotMergeable, TargetError
+from ..errors import AdapterFileError, ConfigError, TargetError
 from ..io.readers import check_state
-from ..surgery import get_module, is_linear, make_plan, replace_module, target_paths
+from ..surgery import check_untied, get_module, is_linear, make_plan, replace_module, target_paths
 from .base import ADAPTERS, Adapter, AdapterConfig
 from .layer import AdaptedLinear, AdaptedModule
 from .mixed import install_adapter_names
@@ -232,21 +232,6 @@ def active_adapters(model: nn.Module) -> list[str]:
     for layer in adapted_layers(model).values():
         names.update(dict.fromkeys(layer.active))
     return list(names)
-
-
-def check_untied(model: nn.Module, paths: list[str]) -> None:
-    """Refuse to merge into a weight another module shares (embeddings tied to the output head): merging
-    would change both, where the unmerged adapter changes one, so it could not be exact."""
-    holders: dict[int, list[str]] = {}
-    for path, module in model.named_modules():
-        for param in module.parameters(recurse=False):
-            holders.setdefault(id(param), []).append(path)
-    for path in paths:
-        weight = getattr(get_module(model, path).base, "weight", None)
-        others = [holder for holder in holders.get(id(weight), []) if holder != f"{path}.base"]
-        if others:
-            raise NotMergeable(f"{path}'s weight is tied to {others[0]}'s, so merging would change both; "
-                               "keep the adapter unmerged, or untie the weights first.")
 
 
 def merge(model: nn.Module) -> nn.Module:

@@ -25,6 +25,14 @@ def _keys_help() -> str:
     return "\n".join(lines) + "\n\naliases: " + aliases
 
 
+def _verify_line(verify: dict) -> str:
+    if "max_abs_diff" not in verify:
+        return f"not run ({verify.get('skipped') or verify.get('error')})"
+    rows = ", ".join(f"{row} {diff:.1e}" for row, diff in verify["max_abs_diff"].items())
+    failed = f"; OVER TOLERANCE: {', '.join(verify['failed'])}" if verify["failed"] else ""
+    return f"max |logit diff| vs unmerged: {rows or 'no row ran'}{failed}"
+
+
 def add_parser(sub) -> None:
     parser = sub.add_parser(
         "finetune", help="fine-tune an adapter (config file + overrides)", usage=USAGE,
@@ -65,6 +73,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     print(f"base exact match:  {share(result['base_exact_match'])}  ({held_out} held-out examples)")
     print(f"tuned exact match: {share(result['tuned_exact_match'])}")
     print(f"adapter:    {result['adapter_path']}")
+    if "verify" in result:
+        print(f"verify:     {_verify_line(result['verify'])}")
     print(f"loss curve: {result['plot_path']}")
     print(f"log:        {result['log_path']}")
     return 0

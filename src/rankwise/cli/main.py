@@ -28,8 +28,8 @@ from . import (
 )
 from . import eval as eval_cmd
 
-COMMANDS = [finetune, pretrain, eval_cmd, generate, methods, analyze, compress, merge, export, convert, verify,
-            bench, retrieve, rerank, anomaly]
+COMMANDS = [finetune, pretrain, eval_cmd, generate, methods, analyze, compress, merge, export, convert,
+            verify, bench, retrieve, rerank, anomaly]
 
 
 class Parser(argparse.ArgumentParser):

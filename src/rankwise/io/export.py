@@ -33,7 +33,7 @@ from torch import nn
 
 from .._registry import FAMILIES
 from ..errors import AdapterFileError, ConfigError, NotMergeable
-from ..surgery import wrappers
+from ..surgery import check_untied, wrappers
 from .adapter_file import refuse_foreign_files, save_adapter
 from .atomic import atomic_directory, save_tensors
 from .gguf_export import FILE_TYPES, gguf_file_name, write_gguf
@@ -80,6 +80,7 @@ def adapters_merged(model: nn.Module, purpose: str = "merging") -> Iterator[dict
                 raise NotMergeable(f"{adapter.name} cannot be merged into the base weights ({path}), which "
                                    f"{purpose} needs; export it with --to peft if PEFT has the method, or "
                                    "keep the rankwise adapter.")
+    check_untied(model, [path for path, layer in layers.items() if layer.active])
     before = {path: list(layer.merged) for path, layer in layers.items()}
     try:
         for layer in layers.values():

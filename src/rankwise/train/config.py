@@ -89,6 +89,8 @@ class TrainConfig:
     quantize_group_size: int = _opt(64, "weights sharing one quantization scale")
     quantize_backend: str = _opt("rankwise", "rankwise (group-wise RTN; also 2 or 3 bits) or bitsandbytes "
                                  "(NF4 / LLM.int8; pip install bitsandbytes)")
+    verify: bool = _opt(True, "after training, compare the adapter's logits unmerged, merged, in PEFT and "
+                              "merged in plain transformers (rankwise verify), recorded in adapter.json")
 
     def __post_init__(self) -> None:
         if self.method_config is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -69,6 +70,27 @@ def quantize(model, config: TrainConfig) -> dict | None:
     quantize_base(model, config.quantize_bits, config.quantize_group_size, config.quantize_backend)
     return {"bits": config.quantize_bits, "group_size": config.quantize_group_size,
             "backend": config.quantize_backend, "layers": compressed_layers(model)}
+
+
+def _verify(config: TrainConfig, adapter: Path) -> dict[str, Any]:
+    """rankwise verify on the saved adapter: {row: max |logit difference|}, the rows skipped and why, the
+    rows over tolerance; or {"skipped": reason} where it cannot run. A verify that fails to run is
+    reported here, not raised: the training it would discard is already saved."""
+    from ..errors import ConfigError, RankwiseError
+    from ..io.verify import verify_adapter
+    from ..models import require_causal_lm
+
+    if config.quantize_bits:
+        return {"skipped": "the base was quantized here; verify loads the full-precision base"}
+    try:
+        require_causal_lm(config.model, "verify")
+    except ConfigError:
+        return {"skipped": f"{config.model} is not a causal LM; verify compares next-token logits"}
+    try:
+        checked = verify_adapter(config.model, adapter)
+    except RankwiseError as err:
+        return {"error": str(err)}
+    return {k: checked[k] for k in ("max_abs_diff", "skipped", "failed", "max_abs_logit", "tolerance")}
 
 
 def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
@@ -170,6 +192,8 @@ def finetune(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
             result["exact_match_after_each_task"] = after_each_task + [final]
         save_adapter(model, out / "adapter", config.adapter_name)
         result["adapter_path"] = str(out / "adapter")
+        if config.verify:
+            result["verify"] = _verify(config, out / "adapter")
         result["log_path"] = str(out / ("task-1" if len(phases) > 1 else "") / "log.jsonl")
         title = f"{config.method} on {config.model}"
         result["plot_path"] = str(plot_loss(log, out / "loss.png", title))
