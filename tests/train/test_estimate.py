@@ -153,13 +153,18 @@ def test_a_method_that_plans_from_the_weights_is_refused_with_the_reason(cache, 
     assert json.loads(out)["estimate"] is None and "estimate: not available" in err
 
 
-def test_the_dry_runs_print_the_estimate_beside_the_json(cache, capsys):
+def test_the_dry_runs_print_the_estimate_beside_the_json(cache, capsys, tmp_path):
     assert main(["finetune", "model=tiny-llama", "task=iso-dates", "max_length=64", "--dry-run"]) == 0
     out, err = capsys.readouterr()
     estimate = json.loads(out)["estimate"]
     assert estimate["total"] == estimate["weights"] + estimate["optimizer"] + max(
         estimate["gradients"], estimate["activations"])
     assert "total (peak)" in err and "time per step" in err
+    folder = tmp_path / "llama"
+    make_tiny_llama(layers=3).save_pretrained(folder)  # a local Hugging Face folder: only its config is read
+    assert main(["finetune", f"model={folder}", "task=iso-dates", "--dry-run"]) == 0
+    estimate = json.loads(capsys.readouterr().out)["estimate"]
+    assert estimate["parameters"] == trainable_parameters(adapt(make_tiny_llama(layers=3), "lora"))["total"]
     assert main(["pretrain", "--method", "lowrank", "--dry-run"]) == 0
     out, err = capsys.readouterr()
     estimate = json.loads(out)["estimate"]

@@ -15,9 +15,10 @@ on transformers' LlamaDecoderLayer with SDPA attention on CPU:
 A projection's input is kept when its weight trains or its adapter keeps it. What an adapter keeps
 besides is measured, not assumed: each distinct adapted shape is rebuilt once on the CPU with random
 weights, run on 4 and on 12 tokens of input (requiring grad, as it does past the first block that
-trains), and its saved tensors are counted: bytes per token, and a per-step constant. LoRA keeps A x (r per token) and, with dropout, the dropout
-mask and the dropped input in place of the shared input; DoRA, VeRA-like and other methods keep what
-their forward needs. A reparameterized layer (rankwise.reparam) keeps its input and B's input (rank).
+trains), and its saved tensors are counted: bytes per token, and a per-step constant. LoRA keeps A x
+(r per token) and, with dropout, the dropout mask and the dropped input in place of the shared input;
+DoRA, VeRA-like and other methods keep what their forward needs. A reparameterized layer
+(rankwise.reparam) is counted as keeping its input and B's input (rank); SST keeps more.
 
 Blocks below the first one that trains keep nothing: no gradient flows there. In the first one (when
 the embeddings do not train) none reaches q/k/v's input either, so SDPA keeps nothing unless q/k/v
@@ -153,12 +154,19 @@ def _find(root: nn.Module, path: str) -> nn.Module | None:
 def activation_bytes(model: nn.Module, batch: int, length: int, padded: bool) -> int:
     """Bytes kept for backward, with the loss's peak copies, in a batch × length step of `model` (a
     Llama-style causal LM, on any device, whose trainable parameters have requires_grad set)."""
+    from .estimate_config import EstimateUnavailable
+
     c = model.config
+    layers = getattr(model.get_decoder(), "layers", None)
+    needed = ("num_attention_heads", "hidden_size", "intermediate_size", "vocab_size")
+    if layers is None or not all(getattr(c, name, None) for name in needed):
+        raise EstimateUnavailable(f"the activation formula covers Llama-style decoders (model.layers, "
+                                  f"{', '.join(needed)}); a {c.model_type} model is not one.")
     heads, h, i = c.num_attention_heads, c.hidden_size, c.intermediate_size
     head_dim = getattr(c, "head_dim", None) or h // heads
     kv_heads = getattr(c, "num_key_value_heads", None) or heads
     element = next(model.parameters()).element_size()
-    layers = list(model.get_decoder().layers)
+    layers = list(layers)
     embed_trains = _trains(model.get_input_embeddings())
     first = 0 if embed_trains else next((n for n, layer in enumerate(layers) if _trains(layer)), len(layers))
     per_token, per_step = 0.0, 0.0
