@@ -12,8 +12,8 @@ import torch
 
 import rankwise
 from rankwise.cli import main as cli_main
-from rankwise.io.verify import PROMPTS, verify_adapter
 from rankwise.models import load
+from rankwise.train.verify import PROMPTS, verify_adapter
 
 
 def _saved(folder, method: str, model_name: str = "tiny-llama", rank: int = 4, scale: float = 0.2) -> str:

@@ -2,7 +2,7 @@
 
 On a fixed set of prompts, the logits of the adapter applied unmerged are compared with the same model
 merged, the adapter exported to PEFT and loaded by PEFT, and the model exported merged and loaded by plain
-transformers (rankwise.io.verify). The max |difference| of each is printed and written into the adapter's
+transformers (rankwise.train.verify). The max |difference| of each is printed and written into the adapter's
 adapter.json under "verify"; a row over --tolerance x max |logit| makes the exit code 1.
 """
 
@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     from ..errors import ConfigError
-    from ..io.verify import ROWS, verify_adapter
+    from ..train.verify import ROWS, verify_adapter
 
     if not args.tolerance >= 0:
         raise ConfigError(f"--tolerance must be >= 0, got {args.tolerance}.")

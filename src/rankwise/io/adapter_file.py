@@ -40,7 +40,7 @@ WEIGHTS_FILE, META_FILE = "adapter.safetensors", "adapter.json"
 ADAPTER_DIR_FILES = {WEIGHTS_FILE, META_FILE, PEFT_WEIGHTS_FILE, PEFT_CONFIG_FILE, "README.md"}
 _KNOWN_KEYS = {"format_version", "rankwise_version", "family", "method", "name", "config", "plan",
                "base_model", "weights_sha256", "settings_sha256", "targets", "layer_configs",
-               "verify"}  # verify: io.verify's record of the logit differences, not a setting
+               "verify"}  # verify: train.verify's record of the logit differences, not a setting
 # Fields every format-1 config held, which methods that do not use them no longer have.
 _FORMAT_1_FIELDS = ("rank", "alpha", "dropout")
 

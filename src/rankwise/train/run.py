@@ -77,8 +77,8 @@ def _verify(config: TrainConfig, adapter: Path) -> dict[str, Any]:
     rows over tolerance; or {"skipped": reason} where it cannot run. A verify that fails to run is
     reported here, not raised: the training it would discard is already saved."""
     from ..errors import ConfigError, RankwiseError
-    from ..io.verify import verify_adapter
     from ..models import require_causal_lm
+    from .verify import verify_adapter
 
     if config.quantize_bits:
         return {"skipped": "the base was quantized here; verify loads the full-precision base"}

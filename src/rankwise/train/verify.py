@@ -26,11 +26,12 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, NotMergeable
-from .adapter_file import META_FILE, load_adapter, rankwise_version, read_adapter
-from .atomic import write_json
-from .export import adapters_merged, export_model
-from .peft_format import EXPORTABLE
-from .readers import read_json
+from ..io.adapter_file import META_FILE, load_adapter, rankwise_version, read_adapter
+from ..io.atomic import write_json
+from ..io.export import adapters_merged, export_model
+from ..io.peft_format import EXPORTABLE
+from ..io.readers import read_json
+from ..models import load, require_causal_lm
 
 PROMPTS = (
     "Convert 5 March 2021 to ISO format:",
@@ -96,7 +97,6 @@ def verify_adapter(model_name_or_path: str, adapter_dir: str | os.PathLike,
     float}, "skipped": {row: reason}, "tolerance", "failed": [rows over tolerance x max_abs_logit]}; with
     record=True a rankwise adapter's adapter.json also gets it under "verify" (and the result "recorded":
     the file's path). A missing or broken adapter folder fails before any model loads."""
-    from ..models import load, require_causal_lm  # models sits above io; imported only when verifying
 
     adapter_dir = Path(adapter_dir)
     saved = read_adapter(adapter_dir)
