@@ -98,11 +98,20 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         ranks = torch.tensor([order.index(i) for i, order in enumerate(orders)])
         return {"ndcg@10": ndcg_at(ranks, 10), "recall@1": recall_at(ranks, 1)}
 
+    def save() -> None:  # after every stage: a long run that dies keeps what it measured
+        if args.out:
+            write_json(Path(args.out) / "results.json", {
+                **results, "queries": len(queries), "candidates": args.candidates, "set_size": args.set_size,
+                "model": args.model, "adapter": args.adapter, "train": args.train,
+                "cold_start": args.cold_start, "grpo_steps": args.grpo_steps, "lr": args.lr,
+                "generations": args.generations})
+
     first_ranks = torch.tensor([order.index(i) for i, order in enumerate(first_stage)])
     results = {"first_stage": {"ndcg@10": ndcg_at(first_ranks, 10), "recall@1": recall_at(first_ranks, 1)},
                "reranked": ranking()}
+    save()
     if args.train:
-        results.update(_train(args, model, tokenizer, splits, ranking))
+        _train(args, model, tokenizer, splits, ranking, results, save)
     print(f"{len(queries)} {args.split} queries, BM25 top {args.candidates} reranked in sets of "
           f"{args.set_size} by {args.model}{' + ' + args.adapter if args.adapter else ''}")
     for name, r in results.items():
@@ -114,17 +123,13 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         print(f"GRPO mean reward: first {quarter} steps {sum(rewards[:quarter]) / quarter:.3f}, "
               f"last {quarter} steps {sum(rewards[-quarter:]) / quarter:.3f}")
     if args.out:
-        path = Path(args.out) / "results.json"
-        write_json(path, {**results, "queries": len(queries), "candidates": args.candidates,
-                          "set_size": args.set_size, "model": args.model, "adapter": args.adapter,
-                          "train": args.train, "cold_start": args.cold_start, "grpo_steps": args.grpo_steps,
-                          "lr": args.lr, "generations": args.generations})
-        print(f"results: {path}")
+        print(f"results: {Path(args.out) / 'results.json'}")
     return 0
 
 
-def _train(args, model, tokenizer, splits: dict, ranking) -> dict:
-    """GRPO (after the optional cold start) on the train split; the rankings after each stage."""
+def _train(args, model, tokenizer, splits: dict, ranking, results: dict, save) -> None:
+    """GRPO (after the optional cold start) on the train split; the rankings after each stage go into
+    `results`, saved after each."""
     from pathlib import Path
 
     from ..adapters import adapt
@@ -133,7 +138,7 @@ def _train(args, model, tokenizer, splits: dict, ranking) -> dict:
     from ..io import save_adapter
     from ..train.plot import plot_loss
 
-    out, results = Path(args.out), {}
+    out = Path(args.out)
     documents = [p["document"] for p in splits["train"]]
     queries = [p["query"] for p in splits["train"][: args.train]]
     order = bm25_scores(queries, documents).argsort(dim=1, descending=True).tolist()
@@ -143,11 +148,14 @@ def _train(args, model, tokenizer, splits: dict, ranking) -> dict:
         rerank_train.cold_start(model, tokenizer, examples, output_dir=str(out / "cold_start"),
                                 steps=args.cold_start)
         results["after_cold_start"] = ranking()
+        save()
     curve = rerank_train.train_grpo(model, tokenizer, examples, output_dir=str(out / "grpo"),
                                     steps=args.grpo_steps, learning_rate=args.lr,
                                     generations=args.generations,
                                     max_completion_length=args.completion_tokens)
-    results["after_grpo"], results["reward_curve"] = ranking(), curve
+    results["reward_curve"] = curve
     save_adapter(model, out / "adapter")
     plot_loss(curve, out / "reward.png", title="Rank-R1 GRPO: mean reward per step", value="reward")
-    return results
+    save()
+    results["after_grpo"] = ranking()
+    save()
