@@ -53,6 +53,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the settings, print them (stdout, JSON) and an estimate of peak memory "
+                             "(stderr), then exit, loading no weights")
     parser.set_defaults(run=run)
 
 
@@ -106,6 +109,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     _check_args(args)
     if args.out:
         _check_out(args)
+    if args.dry_run:
+        return _dry_run(args, cls, config)
     if cls.takes_adapter:
         return _squeeze(args, config)
     from ..data.text import read_text_file
@@ -113,6 +118,22 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     calib_text = read_text_file(args.calib) if args.calib else None
     report = compress_and_report(args, config, calib_text)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _dry_run(args: argparse.Namespace, cls, config) -> int:
+    from ..compress.estimate import EstimateUnavailable, estimate_compress
+    from ..train.estimate import dry_run_estimate
+
+    def make():
+        if cls.takes_adapter:
+            raise EstimateUnavailable(f"{args.method} squeezes an adapter folder, not a model")
+        return estimate_compress(args.model, args.method, config, args.seq_len)
+
+    resolved = {"model": args.model, "method": args.method, "config": config.to_dict(),
+                "calib_samples": args.calib_samples, "seq_len": args.seq_len}
+    resolved["estimate"] = dry_run_estimate(make)  # its table: stderr
+    print(json.dumps(resolved, indent=2))
     return 0
 
 
