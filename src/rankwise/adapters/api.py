@@ -11,6 +11,7 @@ from torch import nn
 
 from .._registry import FAMILIES, Family
 from ..errors import AdapterFileError, ConfigError, TargetError
+from ..io.export import active_adapter_names
 from ..io.readers import check_state
 from ..surgery import check_untied, get_module, is_linear, make_plan, replace_module, target_paths
 from .base import ADAPTERS, Adapter, AdapterConfig
@@ -228,10 +229,8 @@ def set_active(model: nn.Module, names: str | list[str]) -> None:
 
 
 def active_adapters(model: nn.Module) -> list[str]:
-    names: dict[str, None] = {}
-    for layer in adapted_layers(model).values():
-        names.update(dict.fromkeys(layer.active))
-    return list(names)
+    """The adapters the model runs, in order (io.export reads them the same way, below the family)."""
+    return active_adapter_names(model)
 
 
 def merge(model: nn.Module) -> nn.Module:
