@@ -82,6 +82,8 @@ class TrainConfig:
                           "trained tensors stay fp32")
     gradient_checkpointing: bool = _opt(False, "recompute each block's activations in the backward pass "
                                                "(less memory, about a third more time)")
+    fsdp: bool = _opt(False, "under torchrun, shard parameters, gradients and optimizer state across the "
+                             "processes (PyTorch FSDP2) instead of copying the model to each")
     report_to: str | list[str] | None = _opt(None, "trackers through accelerate: tensorboard, wandb, mlflow, "
                                                    "trackio (each must be installed); the JSONL log stays")
     quantize_bits: int | None = _opt(None, "quantize the base's linear layers (not lm_head) to 4 or 8 bits "
@@ -251,6 +253,9 @@ def check_loop_settings(c) -> None:
             f"precision must be one of {', '.join(PRECISIONS)}, got {c.precision!r}.")
     require(c.precision != "fp16" or _has_gpu(),
             "precision=fp16 needs a GPU (CPU autocast runs in bf16); use precision=bf16 on CPU.")
+    require(not c.fsdp or not (c.save_every or c.eval_every or len(c.sequence()) > 1),
+            "fsdp=true does not write checkpoints, evaluate during training or run task sequences yet; "
+            "set save_every=0 and eval_every=0 and train one task.")
     for tracker in trackers(c):
         require(tracker in TRACKERS,
                 f"report_to {tracker!r} is not a tracker; use one of {', '.join(TRACKERS)}.")

@@ -15,6 +15,7 @@ batch B, so the data position is just the micro-batch counter, and every batch i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -40,6 +41,7 @@ from .checkpoint import (
 )
 from .config import PRECISIONS, TrainConfig, trackers
 from .schedule import warmup_steps_for
+from .sharding import shard, unshard_for_inference
 from .trainee import AdapterTrainee, checkpoint_weights
 
 # TrainConfig's defaults: a setting newer than a checkpoint was, in effect, at its default there.
@@ -152,6 +154,9 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
     trainee.init_from_data(micro_batch, batch)
     if saved is not None:
         trainee.load(checkpoint_weights(saved, trainee, resume_from), resume_from)
+    sharded = getattr(config, "fsdp", False) and world > 1  # a finetune option; pretrain has none
+    if sharded:
+        shard(model)  # before the optimizer: FSDP2 swaps each parameter for its shard
     optimizer = trainee.optimizer(config)
     warmup = warmup_steps_for(config.max_steps, config.warmup_steps, config.warmup_ratio)
     scheduler = trainee.scheduler(optimizer, warmup, config.max_steps)
@@ -165,7 +170,10 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
         torch.manual_seed(config.seed + 1000 * rank)  # dropout differs across processes, as in DDP
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    wrapped, optimizer = accelerator.prepare(model, optimizer)  # and, for bf16/fp16, autocast around forward
+    if sharded:  # FSDP2 already syncs gradients; accelerate would wrap the model in DDP as well
+        wrapped, optimizer = model, accelerator.prepare(optimizer)
+    else:
+        wrapped, optimizer = accelerator.prepare(model, optimizer)  # and, for bf16/fp16, autocast
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
     if trackers(config):
         accelerator.init_trackers(Path(config.output_dir).name or "rankwise", config=_tracker_config(config))
@@ -184,7 +192,8 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
         for micro in range(accum):
             start = ((step * accum + micro) * world + rank) * batch
             with accelerator.accumulate(wrapped):
-                loss = wrapped(**micro_batch(start)).loss
+                with accelerator.autocast() if sharded else contextlib.nullcontext():
+                    loss = wrapped(**micro_batch(start)).loss
                 penalty = hooks.regularizer(model)
                 accelerator.backward(loss if penalty is None else loss + penalty)
                 if accelerator.sync_gradients and config.max_grad_norm > 0:
@@ -224,6 +233,8 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
                 rotate_checkpoints(config.output_dir, config.save_total_limit)
             accelerator.wait_for_everyone()
     bar.close()
+    if sharded:
+        unshard_for_inference(model)
     if trackers(config):
         accelerator.end_training()
     if config.gradient_checkpointing:
