@@ -74,6 +74,6 @@ def test_alpha_matches_weightwatcher_on_smollm2_layers():
     assert len(frame) == len(copies)
     for layer, (_, row) in zip(copies, frame.iterrows()):
         ours = powerlaw_alpha(esd(singular_values(layer.weight)))
-        # measured: at most 1.6e-5 over 21 layers
+        # bench/alpha_weightwatcher.py measures these and block 15's: at most 1.9e-5 over 21 layers
         assert ours["alpha"] == pytest.approx(row["alpha"], rel=1e-4)
         assert ours["n_tail"] == row["num_pl_spikes"]

@@ -14,6 +14,7 @@ from rankwise.apps.rerank_train import (
     cold_start_answers,
     cold_start_features,
     rank_r1_reward,
+    reward_means,
     setwise_examples,
     train_grpo,
 )
@@ -106,3 +107,9 @@ def test_grpo_refuses_a_single_generation(tiny, tmp_path):
     with pytest.raises(ConfigError, match="generations at least 2"):
         train_grpo(model, tokenizer, [{"prompt": [], "gold": label(0)}], output_dir=str(tmp_path),
                    generations=1)
+
+
+def test_reward_means_average_the_first_and_last_quarter():
+    curve = [{"reward": r} for r in (0.0, 0.5, 1.0, 0.25, 0.25, 0.75, 1.0, 1.0)]
+    assert reward_means(curve) == {"steps": 2, "first": 0.25, "last": 1.0}
+    assert reward_means([{"reward": 0.5}]) == {"steps": 1, "first": 0.5, "last": 0.5}

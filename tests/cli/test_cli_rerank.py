@@ -36,6 +36,7 @@ def test_rerank_trains_with_grpo_and_reports_each_stage(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert {"first_stage", "reranked", "after_cold_start", "after_grpo"} <= results.keys()
     assert [r["step"] for r in results["reward_curve"]] == [1]
+    assert results["reward_means"]["steps"] == 1
     assert (out / "adapter" / "adapter.safetensors").is_file() and (out / "reward.png").is_file()
     assert main([*small, "--queries", "1", "--adapter", str(out / "adapter")]) == 0  # the saved adapter loads
 

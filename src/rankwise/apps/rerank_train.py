@@ -134,3 +134,12 @@ def train_grpo(model, tokenizer, examples: Sequence[dict], *, output_dir: str, s
     model.eval()
     return [{"step": entry["step"], **{k: v for k, v in entry.items() if "reward" in k}}
             for entry in trainer.state.log_history if "reward" in entry]
+
+
+def reward_means(curve: Sequence[dict]) -> dict:
+    """Mean reward over the first and the last quarter of the GRPO steps (at least one step each): the
+    learning signal, less noisy than single steps of a few generations."""
+    rewards = [record["reward"] for record in curve]
+    quarter = max(len(rewards) // 4, 1)
+    return {"steps": quarter, "first": sum(rewards[:quarter]) / quarter,
+            "last": sum(rewards[-quarter:]) / quarter}

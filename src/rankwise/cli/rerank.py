@@ -115,13 +115,12 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     print(f"{len(queries)} {args.split} queries, BM25 top {args.candidates} reranked in sets of "
           f"{args.set_size} by {args.model}{' + ' + args.adapter if args.adapter else ''}")
     for name, r in results.items():
-        if name != "reward_curve":
+        if name not in ("reward_curve", "reward_means"):
             print(f"{name:<16} nDCG@10 {r['ndcg@10']:.3f}  recall@1 {r['recall@1']:.3f}")
     if args.train:
-        rewards = [r["reward"] for r in results["reward_curve"]]
-        quarter = max(len(rewards) // 4, 1)
-        print(f"GRPO mean reward: first {quarter} steps {sum(rewards[:quarter]) / quarter:.3f}, "
-              f"last {quarter} steps {sum(rewards[-quarter:]) / quarter:.3f}")
+        means = results["reward_means"]
+        print(f"GRPO mean reward: first {means['steps']} steps {means['first']:.3f}, "
+              f"last {means['steps']} steps {means['last']:.3f}")
     if args.out:
         print(f"results: {Path(args.out) / 'results.json'}")
     return 0
@@ -154,6 +153,7 @@ def _train(args, model, tokenizer, splits: dict, ranking, results: dict, save) -
                                     generations=args.generations,
                                     max_completion_length=args.completion_tokens)
     results["reward_curve"] = curve
+    results["reward_means"] = rerank_train.reward_means(curve)
     save_adapter(model, out / "adapter")
     plot_loss(curve, out / "reward.png", title="Rank-R1 GRPO: mean reward per step", value="reward")
     save()

@@ -1,8 +1,8 @@
 """Llama-architecture models to pre-train from scratch, with a byte-level tokenizer.
 
 Sizes (Llama's shape: SwiGLU MLP of width ≈ 8/3·hidden, RMSNorm, rotary positions, untied head):
-    tiny    hidden 128, 4 layers, 4 heads, MLP 352     ≈ 0.86 M parameters; minutes on 2 CPU cores
-    small   hidden 512, 8 layers, 8 heads, MLP 1376    ≈ 25.4 M parameters (GaLore's 60M recipe, halved)
+    tiny    hidden 128, 4 layers, 4 heads, MLP 352     ≈ 0.87 M parameters; minutes on 2 CPU cores
+    small   hidden 512, 8 layers, 8 heads, MLP 1376    ≈ 25.6 M parameters (GaLore's 60M recipe, halved)
 
 Why bytes, not SmolLM2's 49k-token BPE: at these widths a 49k-row embedding and head would hold most of
 the parameters and most of the compute (6.3 M of the tiny model's, before one block), so the linear
