@@ -9,7 +9,7 @@ import rankwise.train.compare as compare
 from rankwise.errors import ConfigError
 from rankwise.train.compare import BenchConfig, bench, method_fields, method_lrs
 
-SMALL = dict(model="tiny-llama", tasks=["iso-dates"], steps=1, lrs=[1e-3, 1e-2], seeds=[0, 1],
+SMALL = dict(model="tiny-llama", tasks=["iso-dates"], steps=1, lrs=[1e-3, 1e-2], seeds=[0, 1], extend=0,
              batch_size=2, eval_size=2, max_new_tokens=2, probe=False, progress=False)
 
 
@@ -28,6 +28,26 @@ def test_the_best_rate_wins_and_ties_go_to_the_lower_loss():
     assert compare._best(cells)["lr"] == 1e-2
 
 
+def test_a_best_rate_on_the_grids_edge_is_followed_one_step_further():
+    assert compare.rate_beyond_edge([1e-3, 3e-3, 1e-2], 1e-2) == 0.0333
+    assert compare.rate_beyond_edge([1e-3, 3e-3, 1e-2], 1e-3) == 0.000333
+    assert compare.rate_beyond_edge([1e-3, 3e-3, 1e-2], 3e-3) is None
+    assert compare.rate_beyond_edge([1e-3], 1e-3) is None
+
+
+def test_the_sweep_extends_past_a_winning_edge_until_the_limit(tmp_path, monkeypatch):
+    def fake_cell(config, method, source, lr, seed, out):  # accuracy grows with the rate: always the edge
+        return {"lr": lr, "seed": seed, "accuracy": min(lr, 1.0), "final_loss": 1.0, "trainable_params": 1,
+                "adapter_bytes": 1, "step_time_s": 1.0}
+
+    monkeypatch.setattr(compare, "run_cell", fake_cell)
+    monkeypatch.setattr(compare, "base_cell", lambda config, source, out: 0.0)
+    monkeypatch.setattr("rankwise.train.compare_report.write_report", lambda config, records, out: None)
+    [record] = bench({**SMALL, "methods": ["lora"], "extend": 2, "out": str(tmp_path), "runs": str(tmp_path)})
+    assert list(record["sweep"]) == ["0.001", "0.01", "0.1", "1"] and record["lr"] == 1.0
+    assert record["best_lr_at_edge"]
+
+
 def test_a_sweep_records_each_method_and_resumes_without_rerunning(tmp_path, monkeypatch):
     folders = {"out": str(tmp_path), "runs": str(tmp_path / "runs")}
     records = bench({**SMALL, "methods": ["lora", "sara"], **folders})
@@ -37,6 +57,9 @@ def test_a_sweep_records_each_method_and_resumes_without_rerunning(tmp_path, mon
         assert set(record["sweep"]) == {"0.001", "0.01"} and len(record["accuracy_per_seed"]) == 2
         assert record["trainable_params"] > 0 and record["adapter_bytes"] > 0
         assert record["train_step_time_s"] > 0
+        assert 0.0 <= record["base_accuracy"] <= 1.0  # the adapter-free floor, on the same examples
+    base = json.loads((tmp_path / "runs" / "cells" / "base" / "iso-dates" / "results.json").read_text())
+    assert base["examples"] == 2 and records[0]["base_accuracy"] == base["base_exact_match"]
     cells = list((tmp_path / "runs" / "cells" / "lora" / "iso-dates").iterdir())
     assert len(cells) == 3  # two rates at seed 0, the best at seed 1
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -48,6 +71,7 @@ def test_a_sweep_records_each_method_and_resumes_without_rerunning(tmp_path, mon
         raise AssertionError("a finished cell was trained again")
 
     monkeypatch.setattr("rankwise.train.run.finetune", refuse)
+    monkeypatch.setattr("rankwise.train.evaluate.exact_match", refuse)
     assert bench({**SMALL, "methods": ["lora", "sara"], **folders}) == records
 
 
@@ -70,6 +94,7 @@ def test_a_user_file_is_split_once_for_every_run(tmp_path):
     ({"lrs": [0.0]}, "positive"),
     ({"seeds": [1, 1]}, "distinct seeds"),
     ({"steps": 0}, "steps must be at least 1"),
+    ({"extend": -1}, "extend must be 0 or more"),
 ])
 def test_bad_settings_are_refused_before_anything_runs(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):

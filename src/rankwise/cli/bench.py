@@ -30,6 +30,8 @@ def add_parser(sub) -> None:
                         help="learning rates, each × the method's lr_scale [3e-4 1e-3 3e-3 1e-2]")
     parser.add_argument("--seeds", nargs="+", type=int, metavar="S",
                         help="the first sweeps the rates, the others rerun the best [0 1]")
+    parser.add_argument("--extend", type=int, metavar="N",
+                        help="rates tried past the grid's edge when the best rate sits on it [1]")
     parser.add_argument("--eval-size", type=int, metavar="N", help="held-out examples per run [40]")
     parser.add_argument("--no-probe", action="store_true", help="skip step time, memory and PEFT parity")
     parser.add_argument("--quick", action="store_true",
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
 
     given = {"methods": args.methods, "tasks": args.tasks, "data": args.data, "model": args.model,
              "steps": args.steps, "lrs": args.lrs, "seeds": args.seeds, "eval_size": args.eval_size,
-             "out": args.out, "runs": args.runs}
+             "extend": args.extend, "out": args.out, "runs": args.runs}
     given = {k: v for k, v in given.items() if v is not None}
     if args.no_probe:
         given["probe"] = False

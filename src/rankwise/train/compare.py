@@ -45,6 +45,7 @@ class BenchConfig:
     # 1e-4 never won a cell of the first sweep and 3e-3 won every one, so the grid sits one step higher.
     lrs: list[float] = field(default_factory=lambda: [3e-4, 1e-3, 3e-3, 1e-2])
     seeds: list[int] = field(default_factory=lambda: [0, 1])
+    extend: int = 1  # when the best rate is the grid's highest or lowest, try this many more beyond it
     rank: int = 8
     alpha: float = 16.0
     batch_size: int = 8
@@ -82,6 +83,8 @@ class BenchConfig:
             raise ConfigError(f"--data {self.data}: no such file; give a JSONL file of prompt/answer rows.")
         if not self.lrs or any(not lr > 0 for lr in self.lrs):
             raise ConfigError(f"learning rates must be positive numbers, got {self.lrs}.")
+        if self.extend < 0:
+            raise ConfigError(f"extend must be 0 or more, got {self.extend}.")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"give one or more distinct seeds, got {self.seeds}.")
         for name in ("steps", "rank", "batch_size", "max_length", "eval_size", "max_new_tokens",
@@ -107,6 +110,16 @@ def method_lrs(method: str, config: BenchConfig) -> list[float]:
 
     scale = getattr(ADAPTERS.get(method), "lr_scale", 1.0)
     return [float(f"{lr * scale:.3g}") for lr in config.lrs]
+
+
+def rate_beyond_edge(tried: list[float], best: float) -> float | None:
+    """The next rate past the sweep's edge when `best` sits on it (one grid step further: the ratio of
+    the two rates at that edge), else None: a best rate on the edge says the optimum may lie beyond."""
+    rates = sorted(tried)
+    if len(rates) < 2 or best not in (rates[0], rates[-1]):
+        return None
+    edge, inner = (rates[-1], rates[-2]) if best == rates[-1] else (rates[0], rates[1])
+    return float(f"{edge * edge / inner:.3g}")
 
 
 def _data_split(config: BenchConfig, out: Path) -> dict[str, str]:
@@ -150,6 +163,25 @@ def run_cell(config: BenchConfig, method: str, source: dict[str, str], lr: float
             "step_time_s": statistics.median(seconds[1:] or seconds) if seconds else None}
 
 
+def base_cell(config: BenchConfig, source: dict[str, str], out: Path) -> float:
+    """The base model's exact match (no adapter) on the cells' held-out examples, cached in `out`: the
+    floor that says whether a method learned anything."""
+    from ..io import write_json
+    from ..models import load
+    from .config import TrainConfig
+    from .evaluate import exact_match
+    from .run import split_examples
+
+    done = out / "results.json"
+    if not done.is_file():
+        split = TrainConfig(model=config.model, **source, eval_size=config.eval_size, output_dir=str(out))
+        _, held_out = split_examples(split)
+        model, tokenizer = load(config.model)
+        score = exact_match(model, tokenizer, held_out, max_new_tokens=config.max_new_tokens, progress=False)
+        write_json(done, {"base_exact_match": score["exact_match"], "examples": len(held_out)})
+    return json.loads(done.read_text())["base_exact_match"]
+
+
 def _median(values: list) -> float | None:
     known = [v for v in values if v is not None]
     return statistics.median(known) if known else None
@@ -181,6 +213,8 @@ def bench(config: BenchConfig | dict[str, Any]) -> list[dict[str, Any]]:
                else {task: {"task": task} for task in config.tasks})
     cells_total = len(config.methods) * len(sources) * (len(config.lrs) + len(config.seeds) - 1)
     bar = tqdm(total=cells_total, desc="bench", unit="run", disable=not config.progress)
+    bases = {task: base_cell(config, source, runs / "cells" / "base" / task)
+             for task, source in sources.items()}
     records = []
     for method in config.methods:
         batch, seq = config.probe_shape
@@ -190,7 +224,14 @@ def bench(config: BenchConfig | dict[str, Any]) -> list[dict[str, Any]]:
             where = runs / "cells" / method / task
             first, *others = config.seeds
             sweep = []
-            for lr in method_lrs(method, config):
+            rates = method_lrs(method, config)
+            for index in range(len(rates) + config.extend):
+                lr = rates[index] if index < len(rates) else rate_beyond_edge([c["lr"] for c in sweep],
+                                                                              _best(sweep)["lr"])
+                if lr is None:
+                    break
+                if index >= len(rates):
+                    bar.total += 1
                 bar.set_postfix_str(f"{method} {task} lr {lr:g}")
                 sweep.append(run_cell(config, method, source, lr, first, where / f"lr{lr:g}-seed{first}"))
                 bar.update(1)
@@ -204,12 +245,14 @@ def bench(config: BenchConfig | dict[str, Any]) -> list[dict[str, Any]]:
             scores = [r["accuracy"] or 0.0 for r in at_best]
             records.append({
                 "method": method, "task": task, "model": config.model, "steps": config.steps,
-                "lr": best["lr"], "seed": [r["seed"] for r in at_best], "accuracy": statistics.mean(scores),
+                "base_accuracy": bases[task], "lr": best["lr"], "seed": [r["seed"] for r in at_best],
+                "accuracy": statistics.mean(scores),
                 "accuracy_spread": max(scores) - min(scores), "accuracy_per_seed": scores,
                 "final_loss": _median([r["final_loss"] for r in at_best]),
                 "trainable_params": best["trainable_params"], "adapter_bytes": best["adapter_bytes"],
                 "train_step_time_s": _median([r["step_time_s"] for r in at_best]),
                 "sweep": {f"{c['lr']:g}": c["accuracy"] for c in sweep},
+                "best_lr_at_edge": rate_beyond_edge([c["lr"] for c in sweep], best["lr"]) is not None,
                 "sweep_final_loss": {f"{c['lr']:g}": c["final_loss"] for c in sweep}, **probed})
             write_json(out / "results.json", {"config": dataclasses.asdict(config), "records": records})
         write_report(config, records, out)  # after every method: a stopped sweep still has its report

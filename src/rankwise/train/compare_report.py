@@ -12,13 +12,15 @@ def _number(value: float | None, spec: str) -> str:
 
 
 def table(records: list[dict[str, Any]]) -> list[str]:
-    lines = ["| method | task | best lr | exact match (mean ± spread) | final loss | trainable | "
+    lines = ["| method | task | best lr | exact match (mean ± spread) | base | final loss | trainable | "
              "adapter KiB | step s | peak MiB | merged Δ | PEFT step × | PEFT mem × | PEFT Δ after 1 step |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(records, key=lambda r: (r["task"], -r["accuracy"], r["method"])):
         lines.append(
-            f"| {r['method']} | {r['task']} | {r['lr']:g} | {r['accuracy']:.3f} ± "
-            f"{r['accuracy_spread']:.3f} | {_number(r.get('final_loss'), '.3f')} | "
+            f"| {r['method']} | {r['task']} | {r['lr']:g}{' (edge)' if r.get('best_lr_at_edge') else ''} | "
+            f"{r['accuracy']:.3f} ± "
+            f"{r['accuracy_spread']:.3f} | {_number(r.get('base_accuracy'), '.3f')} | "
+            f"{_number(r.get('final_loss'), '.3f')} | "
             f"{r['trainable_params']:,} | {r['adapter_bytes'] / 1024:.0f} | "
             f"{_number(r.get('step_time_s'), '.3f')} | "
             f"{_number(r.get('peak_mem_mb'), '.0f')} | {_number(r.get('merged_max_abs_diff'), '.1e')} | "
@@ -38,7 +40,9 @@ def write_report(config, records: list[dict[str, Any]], out: Path) -> None:
     from ..io import atomic_path
 
     setup = (f"{config.model}, {config.steps} steps, batch {config.batch_size}, {len(config.lrs)} learning "
-             f"rates {config.lrs} (× each method's lr_scale), seeds {config.seeds}, exact match on "
+             f"rates {config.lrs} (× each method's lr_scale; up to {config.extend} more past an edge that "
+             f"wins; \"(edge)\": the best is still the highest or lowest tried), seeds {config.seeds}, "
+             f"exact match on "
              f"{config.eval_size} held-out examples. Machine: {platform.machine()} "
              f"{platform.processor() or ''}, {torch.get_num_threads()} threads, torch {torch.__version__}.")
     text = "\n".join([f"# rankwise bench\n\n{setup}\n", *table(records), ""])
