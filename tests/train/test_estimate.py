@@ -12,10 +12,10 @@ from rankwise.adapters import adapt, trainable_parameters
 from rankwise.cli.main import main
 from rankwise.data import collate
 from rankwise.models import load
+from rankwise.models.meta import meta_causal_lm
 from rankwise.train.activations import activation_bytes, loss_elements
 from rankwise.train.config import TrainConfig
 from rankwise.train.estimate import EstimateUnavailable, estimate_finetune, estimate_model, estimate_pretrain
-from rankwise.train.estimate_config import meta_causal_lm
 from rankwise.train.pretrain_config import PretrainConfig
 from rankwise.train.probe import peak_allocated_mb
 from rankwise.train.trainee import AdapterTrainee

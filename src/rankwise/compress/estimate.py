@@ -2,7 +2,7 @@
 
     print(estimate_compress("tiny-llama", "svd", config).table())
 
-No weights are read: the model is built on the meta device (rankwise.train.estimate_config), the method's
+No weights are read: the model is built on the meta device (rankwise.models.meta), the method's
 plan is made there and each planned layer's compressed stand-in (Compressor.shape) is built there, so the
 counts of what is compressed and of the result are exact. compress() builds every layer before it replaces
 any, so the original weights and the whole compressed result are held together. In bytes:
@@ -39,7 +39,7 @@ import dataclasses
 
 from torch import nn
 
-from ..train.estimate_config import EstimateUnavailable, meta_causal_lm, read_config, unless_values_needed
+from ..models.meta import EstimateUnavailable, meta_causal_lm, read_config, unless_values_needed
 
 __all__ = ["CompressEstimate", "EstimateUnavailable", "decomposition_bytes", "estimate_compress",
            "svd_bytes"]

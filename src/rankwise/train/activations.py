@@ -154,7 +154,7 @@ def _find(root: nn.Module, path: str) -> nn.Module | None:
 def activation_bytes(model: nn.Module, batch: int, length: int, padded: bool) -> int:
     """Bytes kept for backward, with the loss's peak copies, in a batch × length step of `model` (a
     Llama-style causal LM, on any device, whose trainable parameters have requires_grad set)."""
-    from .estimate_config import EstimateUnavailable
+    from ..models.meta import EstimateUnavailable
 
     c = model.config
     layers = getattr(model.get_decoder(), "layers", None)

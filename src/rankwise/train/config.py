@@ -253,9 +253,6 @@ def check_loop_settings(c) -> None:
             f"precision must be one of {', '.join(PRECISIONS)}, got {c.precision!r}.")
     require(c.precision != "fp16" or _has_gpu(),
             "precision=fp16 needs a GPU (CPU autocast runs in bf16); use precision=bf16 on CPU.")
-    require(not c.fsdp or not (c.save_every or c.eval_every or len(c.sequence()) > 1),
-            "fsdp=true does not write checkpoints, evaluate during training or run task sequences yet; "
-            "set save_every=0 and eval_every=0 and train one task.")
     for tracker in trackers(c):
         require(tracker in TRACKERS,
                 f"report_to {tracker!r} is not a tracker; use one of {', '.join(TRACKERS)}.")
@@ -294,6 +291,10 @@ def _check_values(c: TrainConfig) -> None:
         require(usable_path(path, Path.is_file), f"no file at {path!r}; check the path.")
     require(c.eval_data is None or c.data is not None,
             "eval_data goes with data=; a task has its own test split.")
+    sequence = isinstance(c.task, list) or isinstance(c.data, list)
+    require(not c.fsdp or not (c.save_every or c.eval_every or sequence),
+            "fsdp=true does not write checkpoints, evaluate during training or run task sequences yet; "
+            "set save_every=0 and eval_every=0 and train one task.")
     if isinstance(c.task, list) or isinstance(c.data, list):
         require(len(c.sequence()) >= 1, "the list of tasks is empty.")
         require(c.eval_data is None,

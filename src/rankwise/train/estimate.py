@@ -3,10 +3,10 @@
     print(estimate_finetune(TrainConfig(model="smollm2-135m", task="iso-dates")).table())
     print(estimate_pretrain(PretrainConfig(size="small", method="galore")).table())
 
-No weights are read. The model is built on the meta device from its config (rankwise.train.
-estimate_config), the method is applied to it there (adapt, reparametrize and the arch variants work on
-meta tensors) and the run's optimizer is built over it, so counts and optimizer state are exact. Per
-process, in the model's dtype:
+No weights are read. The model is built on the meta device from its config (rankwise.models.meta),
+the method is applied to it there (adapt, reparametrize and the arch variants work on meta tensors)
+and the run's optimizer is built over it, so counts and optimizer state are exact. Per process, in the
+model's dtype:
 
     weights      every parameter and buffer (frozen base, adapter, an adapter's frozen bases)
     gradients    every trainable parameter once
@@ -47,8 +47,8 @@ from typing import TextIO
 import torch
 from torch import nn
 
+from ..models.meta import EstimateUnavailable, meta_causal_lm, read_config, unless_values_needed
 from .activations import activation_bytes
-from .estimate_config import EstimateUnavailable, meta_causal_lm, read_config, unless_values_needed
 
 __all__ = ["Estimate", "EstimateUnavailable", "dry_run_estimate", "estimate_finetune", "estimate_model",
            "estimate_pretrain"]

@@ -1,4 +1,5 @@
-"""A model's config and its meta-device twin, for rankwise.train.estimate: no weights are read.
+"""A model's config and its meta-device twin, for the estimates before launch (rankwise.train.estimate,
+rankwise.compress.estimate): no weights are read.
 
 The config, by name (as rankwise.models.load resolves it):
     smollm2-135m, a .gguf   config.json of the converted folder when rankwise has cached it (read in
@@ -30,7 +31,7 @@ class EstimateUnavailable(RankwiseError):
 
 @functools.lru_cache(maxsize=8)
 def _gguf_config(gguf: Path) -> PretrainedConfig:
-    from ..models.gguf import cached_folder
+    from .gguf import cached_folder
 
     converted = cached_folder(gguf)
     if (converted / "config.json").is_file():
@@ -41,8 +42,8 @@ def _gguf_config(gguf: Path) -> PretrainedConfig:
 def read_config(name_or_path: str) -> tuple[PretrainedConfig, list[str]]:
     """(the model's transformers config, notes on how it was read) without reading any weights."""
     from ..io.model_folder import is_model_folder
-    from ..models.embedded import package_file
-    from ..models.tiny import tiny_llama_config
+    from .embedded import package_file
+    from .tiny import tiny_llama_config
 
     name = str(name_or_path)
     if name == "tiny-llama":
