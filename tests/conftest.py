@@ -60,6 +60,17 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def leave_process_group() -> None:
+    """The end of a torchrun worker: wait for the other process, then close the process group. Exiting
+    with gloo's threads still running can abort the process ("terminate called without an active
+    exception"), seen once under heavy load."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def run_two_processes(module: str, out: Path, timeout: int = 600) -> None:
     """`python -m module OUT` on 2 CPU processes under torchrun (one thread each); fails with its output."""
     root = Path(__file__).resolve().parents[1]

@@ -30,10 +30,12 @@ def test_quick_covers_every_method_with_every_field(tmp_path, capsys):
 
 def test_options_reach_the_sweep(tmp_path, capsys):
     assert main(["bench", "--quick", "--methods", "lora", "--no-probe", "--lrs", "1e-3", "3e-3",
-                 "--seeds", "3", "--steps", "1", "--out", str(tmp_path), "--runs", str(tmp_path / "runs")]) \
-        == 0
-    [record] = json.loads((tmp_path / "results.json").read_text())["records"]
-    assert record["seed"] == [3] and set(record["sweep"]) == {"0.001", "0.003"}
+                 "--seeds", "3", "--steps", "1", "--extend", "0", "--out", str(tmp_path),
+                 "--runs", str(tmp_path / "runs")]) == 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    [record] = saved["records"]
+    assert record["seed"] == [3] and set(record["sweep"]) == {"0.001", "0.003"}  # no rate past the edge
+    assert saved["config"]["extend"] == 0
     assert "peak_mem_mb" not in record
     assert "best: lora" in capsys.readouterr().out
 

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from rankwise.optim.projectors import PROJECTORS
 from rankwise.train import resolve_resume, train
 
-from ..conftest import run_two_processes
+from ..conftest import leave_process_group, run_two_processes
 from ..train.test_train_resume import Crash, crash_at, log_of
 from ..train.train_helpers import adapted_tiny_llama, adapter_tensors, synthetic_features, tiny_config
 
@@ -135,3 +135,4 @@ def _data_parallel_worker(out: str) -> None:
 
 if __name__ == "__main__":
     _data_parallel_worker(*sys.argv[1:])
+    leave_process_group()

@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 from rankwise.train import resolve_resume, train
 
+from ..conftest import leave_process_group
 from .train_helpers import adapted_tiny_llama, adapter_tensors, synthetic_features, tiny_config
 
 
@@ -24,3 +25,4 @@ def main(out: str, resume_dir: str | None = None) -> None:
 
 if __name__ == "__main__":
     main(*sys.argv[1:])
+    leave_process_group()

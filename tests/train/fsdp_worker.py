@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from rankwise.io import save_adapter
 from rankwise.train import train
 
+from ..conftest import leave_process_group
 from .test_sharding import fixed_batch, sharding_config
 from .train_helpers import adapted_tiny_llama, synthetic_features
 
@@ -38,3 +39,4 @@ def main(out: str, method: str) -> None:
 
 if __name__ == "__main__":
     main(*sys.argv[1:])
+    leave_process_group()

@@ -17,7 +17,7 @@ from rankwise.io.model_folder import base_state
 from rankwise.train.pretrain import pretrain
 from rankwise.train.trainee import ModelTrainee
 
-from ..conftest import run_two_processes
+from ..conftest import leave_process_group, run_two_processes
 
 CASES = {"galore": {"rank": 4, "method_config": {"update_interval": 2}},
          "sst": {"rank": 4, "method_config": {"round_length": 2}}}
@@ -63,3 +63,4 @@ def _worker(out: str) -> None:
 
 if __name__ == "__main__":
     _worker(*sys.argv[1:])
+    leave_process_group()
