@@ -40,6 +40,12 @@ def test_fsdp_refuses_what_it_does_not_shard_yet(tmp_path):
     assert tiny_config(tmp_path, fsdp=True).fsdp
 
 
+def test_one_process_trains_as_usual_and_says_fsdp_did_nothing(tmp_path):
+    config = sharding_config(tmp_path, "lora", fsdp=True, max_steps=1)
+    with pytest.warns(UserWarning, match="nothing to shard"):
+        train(adapted_tiny_llama(config), synthetic_features(n=4), config, pad_token_id=0)
+
+
 def test_a_model_without_block_classes_is_refused_by_name():
     with pytest.raises(ValueError, match="Sequential names no decoder block"):
         block_classes(nn.Sequential(nn.Linear(2, 2)))

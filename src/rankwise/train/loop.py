@@ -155,6 +155,9 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
     if saved is not None:
         trainee.load(checkpoint_weights(saved, trainee, resume_from), resume_from)
     sharded = getattr(config, "fsdp", False) and world > 1  # a finetune option; pretrain has none
+    if getattr(config, "fsdp", False) and world == 1:
+        warnings.warn("fsdp=true in a single process: nothing to shard, training as usual; launch with "
+                      "torchrun --nproc_per_node N to shard", stacklevel=2)
     if sharded:
         shard(model)  # before the optimizer: FSDP2 swaps each parameter for its shard
     optimizer = trainee.optimizer(config)
