@@ -154,8 +154,9 @@ def train(model: nn.Module, features: list[dict], config: TrainConfig, *, pad_to
     trainee.init_from_data(micro_batch, batch)
     if saved is not None:
         trainee.load(checkpoint_weights(saved, trainee, resume_from), resume_from)
-    sharded = getattr(config, "fsdp", False) and world > 1  # a finetune option; pretrain has none
-    if getattr(config, "fsdp", False) and world == 1:
+    fsdp = getattr(config, "fsdp", False)  # a finetune option; pretrain has none
+    sharded = fsdp and world > 1
+    if fsdp and world == 1:
         warnings.warn("fsdp=true in a single process: nothing to shard, training as usual; launch with "
                       "torchrun --nproc_per_node N to shard", stacklevel=2)
     if sharded:

@@ -32,9 +32,9 @@ def block_classes(model: nn.Module) -> set[str]:
     return names
 
 
-def shard(model: nn.Module) -> int:
+def shard(model: nn.Module) -> None:
     """Shard every decoder block, then the model (the embeddings, final norm and head), across the
-    default process group. Returns how many blocks were sharded."""
+    default process group."""
     from torch.distributed.fsdp import fully_shard
 
     classes = block_classes(model)
@@ -42,7 +42,6 @@ def shard(model: nn.Module) -> int:
     for block in blocks:
         fully_shard(block)
     fully_shard(model)
-    return len(blocks)
 
 
 def unshard_for_inference(model: nn.Module) -> None:
