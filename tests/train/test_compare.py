@@ -2,6 +2,7 @@
 skipped, a user's file is split once, and bad settings are refused before anything runs."""
 
 import json
+import os
 
 import pytest
 
@@ -66,6 +67,7 @@ def test_a_sweep_records_each_method_and_resumes_without_rerunning(tmp_path, mon
     assert saved["records"] == json.loads(json.dumps(records))
     written = {p.name for p in tmp_path.iterdir()}
     assert {"results.md", "accuracy_vs_params.png", "accuracy_vs_lr.png"} <= written
+    assert f"{os.cpu_count()} logical CPUs" in (tmp_path / "results.md").read_text()  # the machine it ran on
 
     def refuse(config):
         raise AssertionError("a finished cell was trained again")

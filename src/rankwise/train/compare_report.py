@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,20 @@ from typing import Any
 
 def _number(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
+
+
+def machine_description() -> str:
+    """CPU model, logical CPUs, memory and OS, for the report's header (Linux's /proc where it exists)."""
+    cpu, memory = platform.processor() or platform.machine(), ""
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+        cpu = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                    if line.startswith("model name")), cpu)
+        total_kib = int(Path("/proc/meminfo").read_text(encoding="utf-8").split()[1])  # "MemTotal: N kB"
+        memory = f", {total_kib / 2**20:.0f} GiB memory"
+    except (OSError, ValueError, IndexError):
+        pass  # not Linux: the processor string alone
+    return f"{cpu}, {os.cpu_count()} logical CPUs{memory}, {platform.system()} {platform.machine()}"
 
 
 def table(records: list[dict[str, Any]]) -> list[str]:
@@ -43,8 +58,8 @@ def write_report(config, records: list[dict[str, Any]], out: Path) -> None:
              f"rates {config.lrs} (× each method's lr_scale; up to {config.extend} more past an edge that "
              f"wins; \"(edge)\": the best is still the highest or lowest tried), seeds {config.seeds}, "
              f"exact match on "
-             f"{config.eval_size} held-out examples. Machine: {platform.machine()} "
-             f"{platform.processor() or ''}, {torch.get_num_threads()} threads, torch {torch.__version__}.")
+             f"{config.eval_size} held-out examples. Machine: {machine_description()}, "
+             f"{torch.get_num_threads()} threads, torch {torch.__version__}.")
     text = "\n".join([f"# rankwise bench\n\n{setup}\n", *table(records), ""])
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(text, encoding="utf-8")
