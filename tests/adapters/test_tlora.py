@@ -45,6 +45,26 @@ def test_identity_at_init_and_the_transform_has_full_rank(fields):
     torch.testing.assert_close(adapter.merged_weight(W), merged, atol=1e-5, rtol=1e-5)
 
 
+def test_few_rows_and_many_rows_take_different_routes_to_the_same_outputs_and_gradients(monkeypatch):
+    import rankwise.adapters.tlora as tlora
+
+    model, _, adapter = _tlora()
+    _perturb(adapter)
+    x = torch.randn(40, 24)
+
+    def outputs_and_grads(dense_from):
+        monkeypatch.setattr(tlora, "DENSE_RESIDUAL_ROWS", dense_from)
+        model.zero_grad()
+        y = model(x)
+        y.pow(2).sum().backward()
+        return y.detach(), [p.grad.clone() for p in adapter.parameters()]
+
+    through_cores, dense = outputs_and_grads(10**9), outputs_and_grads(1)
+    torch.testing.assert_close(dense[0], through_cores[0], atol=1e-5, rtol=1e-5)
+    for got, want in zip(dense[1], through_cores[1]):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
 def test_every_core_learns_from_the_start_with_a_higher_transform_rank():
     model, _, adapter = _tlora(transform_rank=2, tensor_order=3)
     model(torch.randn(5, 24)).pow(2).sum().backward()

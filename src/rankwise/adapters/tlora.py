@@ -18,9 +18,13 @@ retrieved): both are tensor-train matrices (rankwise.linalg.structured), each di
   - ΔW: cores (rₖ₋₁, oₖ, iₖ, rₖ) with TT rank `rank`; the last core starts at zero (like LoRA's B),
     the others random.
 Trainable numbers per layer: Σₖ rₖ₋₁ rₖ oₖ² (T) + Σₖ rₖ₋₁ rₖ oₖ iₖ (ΔW), with r₀ = r_d = 1.
-Both act on activations without forming T or ΔW: y = base_out + (T - I)(W x) + s · ΔW dropout(x) on the
-output side (no extra pass through W), or + W (T - I) x on the input side (one more pass through W,
-which the transform needs). delta_weight() is the residual s · ΔW only; merged_weight(W) includes T.
+T acts on activations through its cores, never formed: y = base_out + (T - I)(W x) + s · ΔW dropout(x) on
+the output side (no extra pass through W), or + W (T - I) x on the input side (one more pass through W,
+which the transform needs). ΔW goes through its cores for a few rows (generation), but is formed densely
+from them for a batch of DENSE_RESIDUAL_ROWS rows or more: the core-by-core product keeps intermediates
+`rank` times the activations' size, and was 7x slower than forming ΔW (out · in · rank, whatever the
+batch) on a 4 x 128-token batch of SmolLM2 on CPU. Same function, same gradients, either way.
+delta_weight() is the residual s · ΔW only; merged_weight(W) includes T.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from torch import nn
 from ..errors import ConfigError
 from ..linalg.structured import balanced_factors, tt_matvec, tt_to_dense, tt_transpose
 from .base import Adapter, LowRankConfig, make_dropout, register
+
+DENSE_RESIDUAL_ROWS = 32  # measured crossover on CPU for SmolLM2's shapes: about 25 rows
 
 
 @dataclass
@@ -107,7 +113,10 @@ class Tlora(Adapter):
             turned = tt_matvec(transform, w_x) - w_x  # (T - I) W x
         else:
             turned = F.linear(tt_matvec(transform, x) - x, layer.weight.to(x.dtype))  # W (T - I) x
-        residual = tt_matvec(list(self.residual), self.dropout(x)) * self.scale
+        x, residual = self.dropout(x), list(self.residual)
+        rows = x.numel() // x.shape[-1]
+        residual = (F.linear(x, tt_to_dense(residual)) if rows >= DENSE_RESIDUAL_ROWS
+                    else tt_matvec(residual, x)) * self.scale
         return base_out + (turned + residual).to(base_out.dtype)
 
     def merged_weight(self, weight: torch.Tensor) -> torch.Tensor:
