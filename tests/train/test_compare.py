@@ -77,6 +77,28 @@ def test_a_sweep_records_each_method_and_resumes_without_rerunning(tmp_path, mon
     assert bench({**SMALL, "methods": ["lora", "sara"], **folders}) == records
 
 
+def test_a_diverging_rate_is_scored_zero_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    import rankwise.train.run as run
+    from rankwise.errors import TrainingDiverged
+
+    real_finetune = run.finetune
+
+    def finetune(settings):
+        if settings["learning_rate"] == 1e-2:
+            raise TrainingDiverged("training diverged at step 2: the loss is nan (learning_rate 0.01).")
+        return real_finetune(settings)
+
+    monkeypatch.setattr(run, "finetune", finetune)
+    folders = {"out": str(tmp_path), "runs": str(tmp_path / "runs")}
+    [record] = bench({**SMALL, "methods": ["lora"], "extend": 0, **folders})
+    assert record["lr"] == 1e-3 and record["sweep"]["0.01"] == 0.0
+    assert "loss is nan" in record["diverged"]["0.01-seed0"] and record["trainable_params"] > 0
+    assert (tmp_path / "runs" / "cells" / "lora" / "iso-dates" / "lr0.01-seed0" / "diverged.json").is_file()
+
+    monkeypatch.setattr(run, "finetune", lambda settings: pytest.fail("a finished cell was trained again"))
+    assert bench({**SMALL, "methods": ["lora"], "extend": 0, **folders}) == [record]  # resumes past it too
+
+
 def test_a_user_file_is_split_once_for_every_run(tmp_path):
     rows = [{"prompt": f"Say {i}.", "answer": str(i)} for i in range(30)]
     data = tmp_path / "rows.jsonl"

@@ -143,24 +143,38 @@ def _data_split(config: BenchConfig, out: Path) -> dict[str, str]:
 
 def run_cell(config: BenchConfig, method: str, source: dict[str, str], lr: float, seed: int,
              out: Path) -> dict[str, Any]:
-    """One finetune run (or its saved result): accuracy, final loss, adapter size, median step time."""
+    """One finetune run (or its saved result): accuracy, final loss, adapter size, median step time.
+
+    A run whose loss turns NaN is a result of the sweep, not the end of it: it scores 0, its reason is
+    kept in diverged.json (so a rerun skips it too) and the sweep goes on to the next rate.
+    """
+    from ..errors import TrainingDiverged
+    from ..io import write_json
     from .run import finetune
 
-    done = out / "results.json"
-    if not done.is_file():
-        finetune({"model": config.model, "method": method, **method_fields(method, config), **source,
-                  "learning_rate": lr, "seed": seed, "max_steps": config.steps, "warmup_ratio": 0.1,
-                  "per_device_train_batch_size": config.batch_size, "max_length": config.max_length,
-                  "eval_size": config.eval_size, "max_new_tokens": config.max_new_tokens, "eval_base": False,
-                  "save_every": 0, "output_dir": str(out), "progress": False})
-    result = json.loads(done.read_text())
-    seconds = [r["seconds"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())
-               if "seconds" in r]
-    adapter = Path(result["adapter_path"])
-    return {"lr": lr, "seed": seed, "accuracy": result["tuned_exact_match"],
-            "final_loss": result["final_loss"], "trainable_params": result["trainable_parameters"],
-            "adapter_bytes": sum(p.stat().st_size for p in adapter.iterdir() if p.is_file()),
+    done, diverged = out / "results.json", out / "diverged.json"
+    if not done.is_file() and not diverged.is_file():
+        try:
+            finetune({"model": config.model, "method": method, **method_fields(method, config), **source,
+                      "learning_rate": lr, "seed": seed, "max_steps": config.steps, "warmup_ratio": 0.1,
+                      "per_device_train_batch_size": config.batch_size, "max_length": config.max_length,
+                      "eval_size": config.eval_size, "max_new_tokens": config.max_new_tokens,
+                      "eval_base": False, "save_every": 0, "output_dir": str(out), "progress": False})
+        except TrainingDiverged as error:
+            write_json(diverged, {"error": str(error)})
+    log = out / "log.jsonl"
+    rows = map(json.loads, log.read_text().splitlines()) if log.is_file() else []
+    seconds = [r["seconds"] for r in rows if "seconds" in r]
+    cell = {"lr": lr, "seed": seed,
             "step_time_s": statistics.median(seconds[1:] or seconds) if seconds else None}
+    if not done.is_file():
+        return {**cell, "accuracy": 0.0, "final_loss": None, "trainable_params": None, "adapter_bytes": None,
+                "diverged": json.loads(diverged.read_text())["error"]}
+    result = json.loads(done.read_text())
+    adapter = Path(result["adapter_path"])
+    return {**cell, "accuracy": result["tuned_exact_match"], "final_loss": result["final_loss"],
+            "trainable_params": result["trainable_parameters"],
+            "adapter_bytes": sum(p.stat().st_size for p in adapter.iterdir() if p.is_file())}
 
 
 def base_cell(config: BenchConfig, source: dict[str, str], out: Path) -> float:
@@ -249,9 +263,13 @@ def bench(config: BenchConfig | dict[str, Any]) -> list[dict[str, Any]]:
                 "accuracy": statistics.mean(scores),
                 "accuracy_spread": max(scores) - min(scores), "accuracy_per_seed": scores,
                 "final_loss": _median([r["final_loss"] for r in at_best]),
-                "trainable_params": best["trainable_params"], "adapter_bytes": best["adapter_bytes"],
+                # From any finished run when every rate diverged (the counts do not depend on the rate).
+                **{key: next((c[key] for c in [best, *sweep] if c[key] is not None), None)
+                   for key in ("trainable_params", "adapter_bytes")},
                 "train_step_time_s": _median([r["step_time_s"] for r in at_best]),
                 "sweep": {f"{c['lr']:g}": c["accuracy"] for c in sweep},
+                "diverged": {f"{c['lr']:g}-seed{c['seed']}": c["diverged"] for c in sweep + at_best[1:]
+                             if "diverged" in c},
                 "best_lr_at_edge": rate_beyond_edge([c["lr"] for c in sweep], best["lr"]) is not None,
                 "sweep_final_loss": {f"{c['lr']:g}": c["final_loss"] for c in sweep}, **probed})
             write_json(out / "results.json", {"config": dataclasses.asdict(config), "records": records})

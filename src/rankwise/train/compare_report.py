@@ -36,7 +36,8 @@ def table(records: list[dict[str, Any]]) -> list[str]:
             f"{r['accuracy']:.3f} ± "
             f"{r['accuracy_spread']:.3f} | {_number(r.get('base_accuracy'), '.3f')} | "
             f"{_number(r.get('final_loss'), '.3f')} | "
-            f"{r['trainable_params']:,} | {r['adapter_bytes'] / 1024:.0f} | "
+            f"{_number(r['trainable_params'], ',')} | "
+            f"{_number(None if r['adapter_bytes'] is None else r['adapter_bytes'] / 1024, '.0f')} | "
             f"{_number(r.get('step_time_s'), '.3f')} | "
             f"{_number(r.get('peak_mem_mb'), '.0f')} | {_number(r.get('merged_max_abs_diff'), '.1e')} | "
             f"{_number(r.get('peft_step_ratio'), '.2f')} | {_number(r.get('peft_mem_ratio'), '.2f')} | "
@@ -67,7 +68,7 @@ def write_report(config, records: list[dict[str, Any]], out: Path) -> None:
     tasks = sorted({r["task"] for r in records})
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), dpi=110, squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for r in (r for r in records if r["task"] == task):
+        for r in (r for r in records if r["task"] == task and r["trainable_params"] is not None):
             ax.errorbar(r["trainable_params"], r["accuracy"], yerr=r["accuracy_spread"] / 2, fmt="o", ms=4)
             ax.annotate(r["method"], (r["trainable_params"], r["accuracy"]), fontsize=6)
         ax.set(xscale="log", xlabel="trainable parameters", ylabel="held-out exact match", title=task)
