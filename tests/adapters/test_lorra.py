@@ -34,18 +34,21 @@ def test_identity_at_init_and_router_weights_are_a_distribution(tiny_ids):
     torch.testing.assert_close(weights.sum(-1), torch.ones(3, 7))
 
 
-def test_update_is_the_router_weighted_sum_of_the_learners():
+@pytest.mark.parametrize("normalize_input", [True, False])
+def test_update_is_the_router_weighted_sum_of_the_learners(normalize_input):
     model = make_tiny_llama()
-    rankwise.adapt(model, "lorra", rank=4, branches=3)
+    rankwise.adapt(model, "lorra", rank=4, branches=3, normalize_input=normalize_input)
     _perturb(model)
     layer = model.model.layers[0]
     lorra = layer.adapters["default"]
-    h = torch.randn(2, 5, 32)
+    h = 30 * torch.randn(2, 5, 32)  # a residual stream far from unit scale
     position_embeddings = model.model.rotary_emb(h, torch.arange(5)[None])
     block_out = layer.base(h, position_embeddings=position_embeddings)
-    weights = lorra.route(h)
+    # By default the learners read what the block's attention reads: its input norm's output.
+    read = layer.base.input_layernorm(h) if normalize_input else h
+    weights = lorra.route(read)
     expected = block_out + sum(
-        weights[..., i:i + 1] * learner(h, h, True, 0.0) for i, learner in enumerate(lorra.learners)
+        weights[..., i:i + 1] * learner(read, read, True, 0.0) for i, learner in enumerate(lorra.learners)
     )
     torch.testing.assert_close(layer(h, position_embeddings=position_embeddings), expected)
 

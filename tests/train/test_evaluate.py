@@ -35,6 +35,39 @@ def test_left_padding_gives_the_same_answers_as_one_by_one(tiny):
     assert batched == alone
 
 
+def test_an_adapter_that_attends_over_the_sequence_generates_as_it_trained(tiny):
+    import copy
+
+    import torch
+
+    import rankwise
+    from rankwise.train.evaluate import format_prompt
+
+    model, tokenizer = tiny
+    model = rankwise.adapt(copy.deepcopy(model), "lorra", rank=4)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in (p for p in model.parameters() if p.requires_grad):
+            param.add_(0.5 * torch.randn(param.shape, generator=gen))
+    assert rankwise.adapters.needs_whole_sequence(model)
+    prompts = ["hi", "a much longer prompt than the first one, so a batch would need padding"]
+
+    def whole_sequence_greedy(prompt: str) -> str:  # every step re-reads the whole, unpadded sequence
+        ids = tokenizer(format_prompt(tokenizer, prompt), add_special_tokens=False, return_tensors="pt")
+        ids, new = ids["input_ids"], []
+        with torch.no_grad():
+            for _ in range(5):
+                token = int(model(ids).logits[0, -1].argmax())
+                if token == tokenizer.eos_token_id:
+                    break
+                new.append(token)
+                ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+        return tokenizer.decode(new, skip_special_tokens=True)
+
+    answers = generate_answers(model, tokenizer, prompts, max_new_tokens=5, batch_size=2, progress=False)
+    assert answers == [whole_sequence_greedy(p) for p in prompts]
+
+
 def test_training_mode_is_restored(tiny):
     model, tokenizer = tiny
     model.train()

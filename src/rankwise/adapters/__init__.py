@@ -22,6 +22,7 @@ from .api import (
     load_state,
     merge,
     method_layers,
+    needs_whole_sequence,
     set_active,
     trainable_parameters,
     unload,
@@ -39,6 +40,7 @@ for _module in pkgutil.iter_modules(__path__):
 __all__ = [
     "ADAPTERS", "Adapter", "AdapterConfig", "AdaptedLinear", "AdaptedModule", "StepContext", "register",
     "adapt", "adapted_layers", "adapter_names", "active_adapters", "disable", "disabled", "enable",
-    "get_config", "layers_of", "layout", "method_layers", "load_state", "merge", "mixed_batch", "set_active",
+    "get_config", "layers_of", "layout", "method_layers", "load_state", "needs_whole_sequence", "merge",
+    "mixed_batch", "set_active",
     "requantization_errors", "trainable_parameters", "unload", "unmerge",
 ]

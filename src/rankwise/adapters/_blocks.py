@@ -24,6 +24,18 @@ def block_width(block: nn.Module) -> int:
     return linears[-1].out_features  # a block's last projection writes back to the residual stream
 
 
+# What pre-norm blocks call the norm their attention reads through: Llama / Mistral / Qwen2, GPT-2,
+# transformers' ViT, timm's ViT.
+INPUT_NORM_NAMES = ("input_layernorm", "ln_1", "layernorm_before", "norm1")
+
+
+def input_norm(block: nn.Module) -> nn.Module | None:
+    """The norm a pre-norm block applies to its input before attention; None for a post-norm block
+    (BERT's), whose input is already the previous block's normalized output."""
+    found = (getattr(block, name, None) for name in INPUT_NORM_NAMES)
+    return next((norm for norm in found if isinstance(norm, nn.Module)), None)
+
+
 def is_block(module: nn.Module) -> bool:
     return not isinstance(module, nn.Linear) and any(isinstance(m, nn.Linear) for m in module.modules())
 

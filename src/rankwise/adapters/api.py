@@ -24,6 +24,13 @@ def adapted_layers(model: nn.Module) -> dict[str, AdaptedModule]:
     return {name: m for name, m in model.named_modules() if isinstance(m, AdaptedModule)}
 
 
+def needs_whole_sequence(model: nn.Module) -> bool:
+    """Whether an adapter the forward applies attends over the sequence itself (see
+    Adapter.needs_whole_sequence): generate one unpadded prompt at a time, with use_cache=False."""
+    return any(adapter.needs_whole_sequence for layer in adapted_layers(model).values()
+               for adapter in layer.pending())
+
+
 def adapter_names(model: nn.Module) -> list[str]:
     names: dict[str, None] = {}
     for layer in adapted_layers(model).values():

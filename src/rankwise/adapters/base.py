@@ -221,6 +221,9 @@ class Adapter(nn.Module):
     identity_at_init: ClassVar[bool] = True
     wraps_what: ClassVar[str] = "nn.Linear layers"
     reads_weight: ClassVar[bool] = False  # forward reads layer.weight (DoRA's norm): stacking passes W'
+    # forward attends over the sequence itself (LoRRA's learners). It sees neither a KV cache nor the
+    # attention mask, so such a model generates each prompt alone, without a cache.
+    needs_whole_sequence: ClassVar[bool] = False
     # The factor by which this method's paper rate exceeds LoRA's; rankwise bench sweeps around
     # lr × lr_scale. 1 unless the paper (or its reference code) trains at a different rate.
     lr_scale: ClassVar[float] = 1.0

@@ -73,9 +73,11 @@ def routed_answers(model, tokenizer, prompts: list[str], routes: list[str] | Non
     """Greedy answers; with `routes`, each batch is one mixed batch: routes[i] answers prompts[i]."""
     from tqdm.auto import tqdm
 
-    from ..adapters import mixed_batch
+    from ..adapters import mixed_batch, needs_whole_sequence
     from ..train import evaluate
 
+    if needs_whole_sequence(model):
+        batch_size = 1  # generate_answers takes such a model one prompt at a time: one route per batch
     if routes is None:
         return evaluate.generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                                          batch_size=batch_size, progress=progress)

@@ -34,7 +34,15 @@ def _left_padded(rows: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor
 @torch.no_grad()
 def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 16, batch_size: int = 16,
                      progress: bool = True) -> list[str]:
-    """Greedy completions (special tokens removed) of each raw prompt, formatted with the chat template."""
+    """Greedy completions (special tokens removed) of each raw prompt, formatted with the chat template.
+
+    A model whose adapter attends over the sequence itself (LoRRA) generates each prompt alone (no left
+    padding it cannot mask) and without a KV cache (it would see only the newest token), as it trained.
+    """
+    from ..adapters import needs_whole_sequence
+
+    whole = needs_whole_sequence(model)
+    batch_size = 1 if whole else batch_size
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     was_training = model.training
     model.eval()
@@ -49,6 +57,7 @@ def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int =
             out = model.generate(
                 input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
                 do_sample=False, pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id,
+                use_cache=not whole,
             )
             new_tokens = out[:, ids.shape[1]:]
             answers += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
