@@ -20,6 +20,7 @@ def test_every_method_gets_rank_alpha_and_all_linear_where_it_has_them():
     assert "alpha" not in method_fields("sara", config) and "rank" not in method_fields("sara", config)
     assert "targets" not in method_fields("adaptertune", config)  # a block method keeps its own targets
     assert method_lrs("lora", BenchConfig(lrs=[1e-4, 1e-3])) == [1e-4, 1e-3]
+    assert method_lrs("full", BenchConfig(lrs=[1e-4, 1e-3])) == pytest.approx([1e-5, 1e-4])  # lr_scale 0.1
 
 
 def test_the_best_rate_wins_and_ties_go_to_the_lower_loss():

@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, metavar="S",
                         help="the first sweeps the rates, the others rerun the best [0 1]")
     parser.add_argument("--extend", type=int, metavar="N",
-                        help="rates tried past the grid's edge when the best rate sits on it [1]")
+                        help="rates tried past the grid's edge while the best rate sits on it [2]")
     parser.add_argument("--eval-size", type=int, metavar="N", help="held-out examples per run [40]")
     parser.add_argument("--no-probe", action="store_true", help="skip step time, memory and PEFT parity")
     parser.add_argument("--quick", action="store_true",
