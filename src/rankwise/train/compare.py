@@ -45,7 +45,7 @@ class BenchConfig:
     # 1e-4 never won a cell of the first sweep and 3e-3 won every one, so the grid sits one step higher.
     lrs: list[float] = field(default_factory=lambda: [3e-4, 1e-3, 3e-3, 1e-2])
     seeds: list[int] = field(default_factory=lambda: [0, 1])
-    extend: int = 2  # when the best rate is the grid's highest or lowest, try this many more beyond it
+    extend: int = 2  # while the best rate is the highest or lowest tried, step past it, at most this often
     rank: int = 8
     alpha: float = 16.0
     batch_size: int = 8
