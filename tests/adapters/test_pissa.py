@@ -1,5 +1,6 @@
 """PiSSA: the adapter starts on W's principal singular directions; the base keeps the residual."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -45,3 +46,25 @@ def test_randomized_svd_variant_is_close_to_exact():
 def test_base_weight_is_never_modified():
     model, W, _ = _pissa()
     assert torch.equal(model[0].weight, W)
+
+
+@pytest.mark.parametrize("rows", [(5, 24), (2, 3, 24)])
+def test_the_rank_2r_path_has_the_gradients_of_the_two_plain_paths(rows):
+    # Its backward is written by hand (to keep no concatenated factors): check it against autograd's.
+    from rankwise.adapters.lora import lora_delta
+    from rankwise.adapters.pissa import PrincipalSwap
+
+    gen = torch.Generator().manual_seed(0)
+    A, B, A0, B0 = (torch.randn(shape, generator=gen) for shape in [(4, 24), (16, 4), (4, 24), (16, 4)])
+    x, up = torch.randn(rows, generator=gen), torch.randn(*rows[:-1], 16, generator=gen)
+
+    def grads(update):
+        leaves = [t.clone().requires_grad_() for t in (x, A, B)]
+        out = update(*leaves)
+        (out * up).sum().backward()
+        return [out.detach()] + [t.grad for t in leaves]
+
+    fused = grads(lambda x, A, B: PrincipalSwap.apply(x, A, B, A0, B0, 0.5))
+    plain = grads(lambda x, A, B: lora_delta(x, A, B, 0.5) - lora_delta(x, A0, B0, 0.5))
+    for got, want in zip(fused, plain):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
