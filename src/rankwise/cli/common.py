@@ -76,11 +76,11 @@ def routed_answers(model, tokenizer, prompts: list[str], routes: list[str] | Non
     from ..adapters import mixed_batch, needs_whole_sequence
     from ..train import evaluate
 
-    if needs_whole_sequence(model):
-        batch_size = 1  # generate_answers takes such a model one prompt at a time: one route per batch
     if routes is None:
         return evaluate.generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                                          batch_size=batch_size, progress=progress)
+    if needs_whole_sequence(model):
+        batch_size = 1  # generate_answers takes such a model one prompt at a time: one route per chunk
     answers: list[str] = []
     for start in tqdm(range(0, len(prompts), batch_size), desc="generating", unit="batch",
                       disable=not progress):
