@@ -91,3 +91,5 @@ def test_block_level_errors():
         rankwise.adapt(make_tiny_llama(), "lorra", rank=1000)
     with pytest.raises(ConfigError, match="divisible"):
         rankwise.adapt(make_tiny_llama(), "lorra", rank=4, heads=5)
+    with pytest.raises(ConfigError, match="normalize_input true or false, got None and 'maybe'"):
+        rankwise.adapt(make_tiny_llama(), "lorra", rank=4, normalize_input="maybe")

@@ -109,6 +109,9 @@ class LorraConfig(RankField, DropoutField):
             raise ConfigError(f"branches must be a positive integer, got {self.branches!r}.")
         if self.heads is not None and (not isinstance(self.heads, int) or self.heads < 1):
             raise ConfigError(f"heads must be a positive integer or None, got {self.heads!r}.")
+        if self.causal not in (None, True, False) or not isinstance(self.normalize_input, bool):
+            raise ConfigError(f"causal must be true, false or null and normalize_input true or false, got "
+                              f"{self.causal!r} and {self.normalize_input!r}.")
 
 
 @register("lorra")
